@@ -1,0 +1,20 @@
+"""The exceptions unetbench raises for user mistakes."""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "UnetbenchError", "UsageError"]
+
+
+class UnetbenchError(Exception):
+    """Base class of every error unetbench raises on purpose."""
+
+
+class ConfigError(UnetbenchError, ValueError):
+    """A U-Net configuration, input shape or study spec is not valid.
+
+    The message names the field, the value that was given and what is allowed.
+    """
+
+
+class UsageError(UnetbenchError, ValueError):
+    """A command-line or API argument outside what is allowed (device, file type, ...)."""

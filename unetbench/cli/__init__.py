@@ -1,0 +1,3 @@
+"""The `unetbench` command line: one small module per subcommand."""
+
+from __future__ import annotations
