@@ -1,0 +1,262 @@
+"""Report tables computed from flat trial/profile records (pandas), never from models.
+
+Every function takes a DataFrame whose columns follow docs/CONTRACT.md (config fields,
+``checkpointing``, ``status``, ``peak_mem_train_bytes``, ``train_step_s``, ``trial_number``,
+``val_dice``, ``trial_state``, ``feasible``, ``reason``...) and returns a new DataFrame.
+Columns that a table needs but the records lack are reported as errors naming the column.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from unetbench._errors import ConfigError
+from unetbench.config import UNetConfig
+from unetbench.report._study import Objective
+
+__all__ = [
+    "checkpointing_savings",
+    "config_columns",
+    "config_labels",
+    "factor_effects",
+    "failures",
+    "memory_column",
+    "natural_key",
+    "pareto_front",
+    "pareto_mask",
+    "searched_fields",
+    "usable_mask",
+]
+
+log = logging.getLogger(__name__)
+
+# Columns that, with the UNetConfig fields, identify one measured setting.
+SETTING_COLUMNS = ("input_shape", "batch_size")
+_ENV_COLUMNS = ("device", "dtype")
+
+
+def config_columns(df: pd.DataFrame, *, with_setting: bool = True) -> list[str]:
+    """UNetConfig fields (plus input shape and batch size) present in ``df``, in field order."""
+    names = [*UNetConfig.field_names(), *(SETTING_COLUMNS if with_setting else ())]
+    return [c for c in names if c in df.columns]
+
+
+def _hashable(series: pd.Series) -> pd.Series:
+    """Lists/tuples/arrays (e.g. planar_blocks) as strings so they can be grouped and matched."""
+    if series.dtype == object:
+        return series.map(lambda v: str(list(v)) if isinstance(v, list | tuple | np.ndarray) else v)
+    return series
+
+
+def _is_false(series: pd.Series) -> pd.Series:
+    return series.map(lambda v: v is False or v is np.False_ or str(v).lower() in ("false", "0"))
+
+
+def _state(series: pd.Series) -> pd.Series:
+    return series.astype(str).str.upper().str.replace("TRIALSTATE.", "", regex=False)
+
+
+def usable_mask(df: pd.DataFrame, *, feasible_only: bool = True) -> pd.Series:
+    """Rows that finished normally: status ok, trial COMPLETE and (optionally) feasible."""
+    mask = pd.Series(True, index=df.index)
+    if "status" in df.columns:
+        mask &= df["status"].astype(str).str.lower().eq("ok")
+    if "trial_state" in df.columns:
+        mask &= _state(df["trial_state"]).eq("COMPLETE")
+    if feasible_only and "feasible" in df.columns:
+        mask &= ~_is_false(df["feasible"])
+    return mask
+
+
+def memory_column(df: pd.DataFrame) -> str:
+    """Measured peak training memory if the records have it, else the fake-tensor estimate."""
+    for column in ("peak_mem_train_bytes", "est_peak_mem_train_bytes"):
+        if column in df.columns and df[column].notna().any():
+            return column
+    raise ConfigError(
+        "records have no training memory: need column 'peak_mem_train_bytes' or "
+        f"'est_peak_mem_train_bytes', got {sorted(df.columns)}"
+    )
+
+
+def _require(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ConfigError(
+            f"{what} needs record columns {missing}, which are missing; "
+            f"available: {sorted(df.columns)}"
+        )
+
+
+def pareto_mask(df: pd.DataFrame, objectives: Sequence[Objective]) -> pd.Series:
+    """True for usable rows that no other usable row dominates on all objectives.
+
+    A row dominates another if it is at least as good on every objective (respecting each
+    direction) and strictly better on one. Infeasible, failed and incomplete rows never count.
+    """
+    if not objectives:
+        raise ConfigError("a Pareto front needs at least one objective")
+    _require(df, [o.column for o in objectives], "the Pareto front")
+    values = df[[o.column for o in objectives]].apply(pd.to_numeric, errors="coerce")
+    mask = usable_mask(df) & values.notna().all(axis=1)
+    # Turn every objective into "larger is better".
+    scores = values[mask].to_numpy(dtype=float) * np.array([o.sign for o in objectives])
+    front = np.ones(len(scores), dtype=bool)
+    for i, row in enumerate(scores):
+        geq = (scores >= row).all(axis=1)
+        gt = (scores > row).any(axis=1)
+        front[i] = not (geq & gt).any()
+    result = pd.Series(False, index=df.index)
+    result[mask[mask].index[front]] = True
+    return result
+
+
+def pareto_front(df: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
+    """The non-dominated usable rows, best first on the first objective."""
+    front = df[pareto_mask(df, objectives)]
+    first = objectives[0]
+    return front.sort_values(first.column, ascending=first.direction == "minimize").reset_index(
+        drop=True
+    )
+
+
+def searched_fields(df: pd.DataFrame, fields: Iterable[str] | None = None) -> list[str]:
+    """Fields given (and present), else config/setting columns that take more than one value."""
+    if fields is not None:
+        return [f for f in fields if f in df.columns]
+    candidates = [*config_columns(df), "checkpointing"]
+    return [c for c in candidates if c in df.columns and _hashable(df[c]).nunique() > 1]
+
+
+def factor_effects(
+    df: pd.DataFrame, objectives: Sequence[Objective], fields: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """Mean and standard deviation of each objective for each value of each searched field.
+
+    Uses every finished trial (feasible or not: an over-budget choice still tells how much
+    memory it costs). One row per (field, value) with ``n`` and ``<objective>_mean``/``_std``.
+    """
+    _require(df, [o.column for o in objectives], "factor effects")
+    done = df[usable_mask(df, feasible_only=False)]
+    rows: list[dict[str, object]] = []
+    for name in searched_fields(df, fields):
+        keys = _hashable(done[name]).astype(str)
+        for value, group in sorted(done.groupby(keys), key=lambda item: natural_key(item[0])):
+            row: dict[str, object] = {"field": name, "value": str(value), "n": len(group)}
+            for o in objectives:
+                col = pd.to_numeric(group[o.column], errors="coerce")
+                row[f"{o.column}_mean"] = col.mean()
+                row[f"{o.column}_std"] = col.std() if col.notna().sum() > 1 else np.nan
+            rows.append(row)
+    columns = ["field", "value", "n"]
+    columns += [f"{o.column}_{s}" for o in objectives for s in ("mean", "std")]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def natural_key(value: object) -> tuple[int, float, str]:
+    """Sort key: numbers by value (8 < 16 < 32), then text; "none" first."""
+    text = str(value)
+    try:
+        return (1, float(text), text)
+    except ValueError:
+        return (0 if text == "none" else 2, 0.0, text)
+
+
+def config_labels(df: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """Short row labels naming only the columns that differ between rows (``field=value``)."""
+    varying = [c for c in columns if _hashable(df[c]).astype(str).nunique() > 1]
+    if not varying:
+        return pd.Series("all configs equal", index=df.index)
+    parts = [_hashable(df[c]).astype(str).radd(f"{c}=") for c in varying]
+    label = parts[0]
+    for part in parts[1:]:
+        label = label + ", " + part
+    return label
+
+
+def checkpointing_savings(
+    df: pd.DataFrame, *, memory: str | None = None, time: str = "train_step_s"
+) -> pd.DataFrame:
+    """Memory saved and step time added by each checkpointing mode versus ``none``, per config.
+
+    Rows with the same config, input shape, batch size, device and dtype are matched; repeated
+    measurements are reduced to their median. Configs measured without ``none`` are skipped.
+    """
+    _require(df, ["checkpointing", time], "checkpointing savings")
+    memory = memory or memory_column(df)
+    ok = df[usable_mask(df, feasible_only=False)].copy()
+    key = config_columns(ok) + [c for c in _ENV_COLUMNS if c in ok.columns]
+    for column in key:
+        ok[column] = _hashable(ok[column]).astype(str)
+    med = ok.groupby([*key, "checkpointing"], sort=False)[[memory, time]].median().reset_index()
+    base = med[med["checkpointing"] == "none"].drop(columns="checkpointing")
+    other = med[med["checkpointing"] != "none"]
+    merged = (
+        other.merge(base, on=key, suffixes=("", "_none"))
+        if key
+        else other.assign(
+            **{f"{memory}_none": base[memory].median(), f"{time}_none": base[time].median()}
+        )
+    )
+    out = merged[[*key, "checkpointing"]].copy()
+    out.insert(0, "label", config_labels(merged, key) if key else "records")
+    out["peak_mem_none_bytes"] = merged[f"{memory}_none"]
+    out["peak_mem_bytes"] = merged[memory]
+    out["mem_saved_pct"] = 100.0 * (1.0 - merged[memory] / merged[f"{memory}_none"])
+    out["train_step_none_s"] = merged[f"{time}_none"]
+    out["train_step_s"] = merged[time]
+    out["step_time_added_pct"] = 100.0 * (merged[time] / merged[f"{time}_none"] - 1.0)
+    out["memory_column"] = memory
+    return out.sort_values("mem_saved_pct", ascending=False).reset_index(drop=True)
+
+
+def _first_line(reason: object, width: int = 120) -> str:
+    if reason is None or (isinstance(reason, float) and np.isnan(reason)) or reason == "":
+        return "(no reason recorded)"
+    line = str(reason).strip().splitlines()[0] if str(reason).strip() else "(no reason recorded)"
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def failures(df: pd.DataFrame, *, max_listed: int = 10) -> pd.DataFrame:
+    """Failed, pruned and infeasible rows grouped by kind and (first line of) reason.
+
+    Kind is the record ``status`` when it is not ``ok`` (e.g. ``oom``, ``error``), else the
+    trial state when it is not COMPLETE (``fail``, ``pruned``), else ``infeasible``.
+    """
+    kind = pd.Series("", index=df.index, dtype=object)
+    if "feasible" in df.columns:
+        kind[_is_false(df["feasible"])] = "infeasible"
+    if "trial_state" in df.columns:
+        state = _state(df["trial_state"])
+        bad = state.ne("COMPLETE") & df["trial_state"].notna()
+        kind[bad] = state[bad].str.lower()
+    if "status" in df.columns:
+        status = df["status"].astype(str).str.lower()
+        bad = status.ne("ok") & df["status"].notna()
+        kind[bad] = status[bad]
+    chosen = df[kind != ""]
+    reasons = (
+        chosen["reason"] if "reason" in chosen.columns else pd.Series(None, index=chosen.index)
+    )
+    ids = chosen["trial_number"] if "trial_number" in chosen.columns else chosen.index.to_series()
+    table = pd.DataFrame(
+        {"kind": kind[chosen.index], "reason": reasons.map(_first_line), "id": ids}
+    )
+    rows = []
+    for (k, reason), group in table.groupby(["kind", "reason"], sort=True):
+        listed = [str(i) for i in group["id"].tolist()[:max_listed]]
+        more = len(group) - len(listed)
+        rows.append(
+            {
+                "kind": k,
+                "reason": reason,
+                "count": len(group),
+                "trials": ", ".join(listed) + (f" (+{more} more)" if more > 0 else ""),
+            }
+        )
+    result = pd.DataFrame(rows, columns=["kind", "reason", "count", "trials"])
+    return result.sort_values(["count", "kind"], ascending=[False, True]).reset_index(drop=True)
