@@ -1,0 +1,65 @@
+"""``unetbench sweep studies/X.toml``: run or resume a study (see docs/sweep.md)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from unetbench._errors import UsageError
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "sweep",
+        help="run or resume an Optuna study over U-Net configs",
+        description=(
+            "Run a study until it has n_trials COMPLETE trials; running it again resumes. "
+            "Writes <results-dir>/<study>/trials.parquet and the Optuna storage."
+        ),
+    )
+    p.add_argument("spec", type=Path, help="study spec, e.g. studies/quick.toml")
+    p.add_argument("--trials", type=int, default=None, help="COMPLETE trials wanted in total")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL (sqlite:///f.db, postgresql+psycopg2://...) or journal file "
+        "(PATH.journal); default sqlite under <results-dir>/<study>/study.db",
+    )
+    p.add_argument("--results-dir", type=Path, default=Path("results"), help="default: results")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import optuna
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from unetbench.sweep import load_study_spec, run_sweep
+
+    if args.trials is not None and args.trials < 1:
+        raise UsageError(f"--trials must be >= 1, got {args.trials}")
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    spec = load_study_spec(args.spec)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with logging_redirect_tqdm(loggers=[logging.getLogger()]):
+        result = run_sweep(
+            spec,
+            n_trials=args.trials,
+            workers=args.workers,
+            storage=args.storage,
+            results_dir=args.results_dir,
+            show_progress=not args.no_progress,
+        )
+    print(
+        f"{result.study_name}: {result.n_complete} trials complete "
+        f"({result.n_feasible} feasible, {result.n_failed} failed runs)"
+    )
+    name = spec.objective_names[0]
+    if result.best:
+        print(f"best {name}: {result.best.get(name)} (trial {result.best.get('trial_number')})")
+    print(f"trials: {result.trials_path}")
+    print(f"dashboard: optuna-dashboard {result.storage}")
+    return 0

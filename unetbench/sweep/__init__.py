@@ -1,0 +1,23 @@
+"""Optuna sweeps over the U-Net design space: accuracy, memory and speed per trial.
+
+A study is a TOML file (``studies/*.toml``, keys in ``docs/sweep.md``); :func:`run_sweep` runs
+or resumes it until ``n_trials`` trials are COMPLETE and writes ``results/<study>/trials.parquet``
+next to the Optuna storage, which optuna-dashboard opens unchanged.
+"""
+
+from __future__ import annotations
+
+from unetbench.sweep.evaluator import Evaluator, TorchEvaluator
+from unetbench.sweep.export import trials_frame
+from unetbench.sweep.runner import SweepResult, run_sweep
+from unetbench.sweep.spec import StudySpec, load_study_spec
+
+__all__ = [
+    "Evaluator",
+    "StudySpec",
+    "SweepResult",
+    "TorchEvaluator",
+    "load_study_spec",
+    "run_sweep",
+    "trials_frame",
+]

@@ -1,0 +1,131 @@
+"""What a trial measures: the memory estimate, training and the profile of one config.
+
+:class:`TorchEvaluator` calls unetbench's profiler and trainer. A sweep takes any object with
+the same four methods (see :class:`Evaluator`), so tests of the Optuna mechanics (kill and
+resume, workers, duplicates) can pass a cheap deterministic one instead.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from unetbench.config import UNetConfig
+    from unetbench.sweep.spec import StudySpec
+
+__all__ = ["Evaluator", "TorchEvaluator", "free_memory", "is_oom"]
+
+
+class Evaluator(Protocol):
+    """The measurements behind one trial. Instances must pickle (worker processes get a copy)."""
+
+    def load_data(self, spec: StudySpec) -> Any:
+        """Build the study's data set once per worker process."""
+
+    def estimate_memory(
+        self, spec: StudySpec, config: UNetConfig, checkpointing: str
+    ) -> dict[str, int]:
+        """A training step's memory, estimated without allocating (should take < 1 s).
+
+        Keys: ``est_peak_mem_train_bytes`` (the profiler's estimate: parameters, gradients,
+        activations) and ``est_total_train_bytes`` (plus optimizer state and the batch), which
+        is what the study's memory budget is compared with, as ``unetbench plan`` does.
+        """
+
+    def train(self, spec: StudySpec, config: UNetConfig, data: Any) -> dict[str, Any]:
+        """Train under the spec's budget; ``TrainResult.to_dict()`` keys (val_dice, status...)."""
+
+    def profile(self, spec: StudySpec, config: UNetConfig) -> list[dict[str, Any]]:
+        """One profiler record per checkpointing mode in ``spec.checkpointing``."""
+
+
+class TorchEvaluator:
+    """The real measurements: ``unetbench.data``, ``unetbench.train``, ``unetbench.profiler``."""
+
+    def load_data(self, spec: StudySpec) -> Any:
+        from unetbench.data import make_dataset
+
+        root = Path(spec.source).parent if spec.source.endswith(".toml") else None
+        return make_dataset(spec.data, root=root)
+
+    def estimate_memory(
+        self, spec: StudySpec, config: UNetConfig, checkpointing: str
+    ) -> dict[str, int]:
+        import torch
+
+        from unetbench.model import UNet
+        from unetbench.profiler import estimate_train_memory
+
+        peak = int(estimate_train_memory(config, spec.patch_shape, spec.batch_size, checkpointing))
+        with torch.device("meta"):  # parameter count without allocating
+            n_params = sum(p.numel() for p in UNet.from_config(config).parameters())
+        voxels = spec.batch_size * math.prod(spec.patch_shape)
+        out_voxels = spec.batch_size * math.prod(config.output_shape(spec.patch_shape))
+        adam_state = 2 * 4 * n_params  # two float32 moments per parameter
+        batch = 4 * config.in_channels * voxels + 8 * out_voxels  # float32 input, int64 target
+        return {
+            "est_peak_mem_train_bytes": peak,
+            "est_total_train_bytes": peak + adam_state + batch,
+        }
+
+    def train(self, spec: StudySpec, config: UNetConfig, data: Any) -> dict[str, Any]:
+        from unetbench.train import train_and_evaluate
+
+        result = train_and_evaluate(
+            config,
+            data,
+            patch_shape=spec.patch_shape,
+            batch_size=spec.batch_size,
+            steps=spec.steps,
+            seconds=spec.seconds,
+            lr=spec.lr,
+            dice_loss=spec.dice_loss,
+            seed=spec.seed,
+            device=spec.device,
+        )
+        return dict(result.to_dict())
+
+    def profile(self, spec: StudySpec, config: UNetConfig) -> list[dict[str, Any]]:
+        from unetbench.profiler import profile
+
+        frame = profile(
+            config,
+            spec.patch_shape,
+            spec.batch_size,
+            checkpointing=spec.checkpointing,
+            device=spec.device,
+            **spec.profile_options,
+        )
+        return [{str(k): v for k, v in r.items()} for r in frame.to_dict(orient="records")]
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether an exception means the device ran out of memory."""
+    import torch
+
+    oom_type = getattr(torch, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, (RuntimeError, MemoryError)) and (
+        isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
+    )
+
+
+def free_memory() -> None:
+    """Release what one trial allocated, so the next starts from the same baseline."""
+    gc.collect()
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

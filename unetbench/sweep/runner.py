@@ -1,0 +1,226 @@
+"""``run_sweep``: run (or resume) a study until it has ``n_trials`` COMPLETE trials.
+
+One worker runs in this process; more are spawned as processes that share the storage
+(journal file or SQLite on one machine, a server database across machines). The parent shows a
+progress bar, exports ``trials.parquet`` whenever a trial finishes, and on Ctrl-C waits for the
+workers to mark their running trials FAIL, saves what finished and re-raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import multiprocessing
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from unetbench._errors import ConfigError, UsageError
+from unetbench.sweep.evaluator import Evaluator, TorchEvaluator
+from unetbench.sweep.export import export_trials
+from unetbench.sweep.spec import StudySpec, load_study_spec
+from unetbench.sweep.storage import StudyStorage, fail_dead_trials, open_storage
+from unetbench.sweep.worker import run_worker, worker_process_main
+
+__all__ = ["SweepResult", "run_sweep"]
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    """Where a sweep's results are and how many trials it holds."""
+
+    study_name: str
+    storage: str  # give this to optuna-dashboard
+    trials_path: Path
+    n_complete: int
+    n_feasible: int
+    n_failed: int
+    best: dict[str, Any]  # the best feasible trial's row by the first objective ({} if none)
+
+
+def run_sweep(
+    spec: StudySpec | str | Path,
+    n_trials: int | None = None,
+    workers: int = 1,
+    storage: str | None = None,
+    results_dir: str | Path = "results",
+    evaluator: Evaluator | None = None,
+    show_progress: bool = True,
+) -> SweepResult:
+    """Run or resume ``spec`` until ``n_trials`` (default ``spec.n_trials``) trials are COMPLETE.
+
+    Args:
+        spec: a :class:`StudySpec` or the path of a study TOML file.
+        n_trials: total COMPLETE trials wanted (not additional ones).
+        workers: worker processes on this machine.
+        storage: an Optuna storage URL or journal file (see :mod:`unetbench.sweep.storage`);
+            default ``sqlite:///<results_dir>/<study>/study.db``.
+        results_dir: parent of the study's directory, where ``trials.parquet`` is written.
+        evaluator: what measures a config; default :class:`TorchEvaluator` (train + profile).
+        show_progress: show a tqdm bar with trials done and the best value so far.
+    """
+    if not isinstance(spec, StudySpec):
+        spec = load_study_spec(spec)
+    n = spec.n_trials if n_trials is None else n_trials
+    if n < 1 or workers < 1:
+        raise UsageError(f"n_trials and workers must be >= 1, got n_trials={n}, workers={workers}")
+    evaluator = evaluator if evaluator is not None else TorchEvaluator()
+    study_dir = Path(results_dir) / spec.name
+    store = open_storage(storage, study_dir)
+    study = _create_or_check(spec, store)
+    fail_dead_trials(study)
+    trials_path = study_dir / "trials.parquet"
+    bar = _Progress(spec, n, show_progress)
+    try:
+        if workers == 1:
+            bar.update(study)
+            run_worker(
+                spec, store, n, evaluator, on_trial_end=lambda s: _after(s, bar, trials_path)
+            )
+        else:
+            _run_processes(spec, storage, study_dir, n, evaluator, workers, study, bar, trials_path)
+    except KeyboardInterrupt:
+        _LOG.warning("interrupted: finished trials are saved in %s", trials_path)
+        export_trials(study, trials_path)
+        raise
+    finally:
+        bar.close()
+    export_trials(study, trials_path)
+    return _result(spec, store, study, trials_path)
+
+
+def _create_or_check(spec: StudySpec, store: StudyStorage) -> optuna.Study:
+    """Create the study, or check that the stored one was made from the same spec."""
+    study = optuna.create_study(
+        storage=store.storage,
+        study_name=spec.name,
+        directions=spec.directions,
+        load_if_exists=True,
+    )
+    stored = study.user_attrs.get("unetbench_spec_hash")
+    if stored is None:
+        study.set_user_attr("unetbench_spec_hash", spec.fingerprint())
+        study.set_user_attr(
+            "unetbench_spec", json.loads(json.dumps(_spec_dict(spec), default=list))
+        )
+        study.set_user_attr("objectives", spec.objective_names)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # set_metric_names is "experimental"
+            study.set_metric_names(spec.objective_names)
+    elif stored != spec.fingerprint():
+        raise ConfigError(
+            f"{spec.source}: study {spec.name!r} in {store.url} was run with a different spec "
+            "(search, training, objectives...); rename the study or use another --results-dir"
+        )
+    return study
+
+
+def _spec_dict(spec: StudySpec) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(spec).items() if k != "source"}
+
+
+def _run_processes(
+    spec: StudySpec,
+    storage: str | None,
+    study_dir: Path,
+    n: int,
+    evaluator: Evaluator,
+    workers: int,
+    study: optuna.Study,
+    bar: _Progress,
+    trials_path: Path,
+) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    level = logging.getLogger().getEffectiveLevel()
+    procs = [
+        ctx.Process(
+            target=worker_process_main,
+            args=(spec, storage, str(study_dir), n, evaluator, i, level),
+            name=f"unetbench-sweep-{i}",
+        )
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    seen = -1
+    try:
+        while any(p.is_alive() for p in procs):
+            time.sleep(1.0)
+            finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            if finished != seen:
+                seen = finished
+                _after(study, bar, trials_path)
+    except KeyboardInterrupt:
+        for p in procs:  # they got the same SIGINT; give them time to mark their trials FAIL
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+        raise
+    for p in procs:
+        p.join()
+    bad = [p.exitcode for p in procs if p.exitcode]
+    if bad:
+        _LOG.warning("%d worker process(es) exited with codes %s", len(bad), bad)
+
+
+def _after(study: optuna.Study, bar: _Progress, trials_path: Path) -> None:
+    bar.update(study)
+    export_trials(study, trials_path)
+
+
+class _Progress:
+    """tqdm bar: COMPLETE trials of n_trials, infeasible count and the best feasible value."""
+
+    def __init__(self, spec: StudySpec, n: int, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.name, self.direction = spec.objectives[0]
+        self.bar = tqdm(total=n, desc=spec.name, unit="trial", disable=not enabled)
+
+    def update(self, study: optuna.Study) -> None:
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        best = _best(done, self.name, self.direction)
+        infeasible = sum(not t.user_attrs.get("feasible", False) for t in done)
+        shown = "-" if best is None else f"{best.user_attrs.get(self.name, float('nan')):.4g}"
+        self.bar.set_postfix_str(f"best {self.name}={shown}, infeasible={infeasible}")
+        self.bar.n = len(done)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _best(
+    trials: list[optuna.trial.FrozenTrial], name: str, direction: str
+) -> optuna.trial.FrozenTrial | None:
+    ok = [
+        t
+        for t in trials
+        if t.user_attrs.get("feasible") and isinstance(t.user_attrs.get(name), (int, float))
+    ]
+    if not ok:
+        return None
+    sign = 1.0 if direction == "maximize" else -1.0
+    return max(ok, key=lambda t: sign * float(t.user_attrs[name]))
+
+
+def _result(spec: StudySpec, store: StudyStorage, study: optuna.Study, path: Path) -> SweepResult:
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = _best(done, *spec.objectives[0])
+    return SweepResult(
+        study_name=spec.name,
+        storage=store.url,
+        trials_path=path,
+        n_complete=len(done),
+        n_feasible=sum(bool(t.user_attrs.get("feasible")) for t in done),
+        n_failed=sum(t.state == TrialState.FAIL for t in trials),
+        best={} if best is None else dict(best.user_attrs),
+    )

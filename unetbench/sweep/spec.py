@@ -1,0 +1,325 @@
+"""Study specs: what a sweep searches, how each trial is trained and what it optimises.
+
+A study is one TOML file (see ``docs/sweep.md`` for every key). :func:`load_study_spec` reads it
+with :mod:`tomllib` and validates everything before any tensor exists: unknown keys, unknown
+``UNetConfig`` fields, bad choices, a patch shape that is illegal for some searched combination,
+bad objectives or directions and unknown samplers all raise :class:`~unetbench.ConfigError`
+with one line naming the file, the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from unetbench._errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["OBJECTIVES", "SAMPLERS", "StudySpec", "load_study_spec", "parse_bytes"]
+
+#: Record columns a study may optimise, with the direction that makes sense for each.
+OBJECTIVES: dict[str, str] = {
+    "val_dice": "maximize",
+    "val_iou": "maximize",
+    "train_loss": "minimize",
+    "train_s": "minimize",
+    "params": "minimize",
+    "fwd_macs": "minimize",
+    "fwd_flops": "minimize",
+    "train_flops": "minimize",
+    "peak_mem_train_bytes": "minimize",
+    "est_peak_mem_train_bytes": "minimize",
+    "est_total_train_bytes": "minimize",
+    "peak_mem_infer_bytes": "minimize",
+    "train_step_s": "minimize",
+    "infer_s": "minimize",
+    "train_voxels_per_s": "maximize",
+    "infer_voxels_per_s": "maximize",
+}
+#: Samplers a study may choose and the options each accepts in its ``[sampler]`` table.
+SAMPLERS: dict[str, frozenset[str]] = {
+    "nsga2": frozenset({"population_size", "mutation_prob", "crossover_prob"}),
+    "tpe": frozenset({"n_startup_trials", "multivariate", "n_ei_candidates"}),
+    "random": frozenset(),
+}
+#: Fields a study may search; the others (channels, dim, batch_norm) can only be fixed.
+SEARCHABLE = (
+    "up_mode",
+    "merge_mode",
+    "normalization",
+    "attention",
+    "planar_blocks",
+    "n_blocks",
+    "start_filts",
+    "activation",
+    "full_norm",
+    "conv_mode",
+)
+_TOP_KEYS = {
+    "name",
+    "description",
+    "n_trials",
+    "seed",
+    "memory_budget",
+    "search",
+    "fixed",
+    "data",
+    "train",
+    "profile",
+    "objectives",
+    "sampler",
+}
+_TRAIN_KEYS = {"patch_shape", "batch_size", "steps", "seconds", "lr", "dice_loss", "device"}
+_PROFILE_KEYS = {"checkpointing", "options"}
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySpec:
+    """A validated study. Build with :func:`load_study_spec` or :meth:`from_dict`."""
+
+    name: str
+    n_trials: int
+    search: dict[str, tuple[Any, ...]]  # field -> choices (planar_blocks as tuples)
+    fixed: dict[str, Any]  # field -> value, applied under every searched combination
+    data: dict[str, Any]  # passed unchanged to unetbench.data.make_dataset
+    patch_shape: tuple[int, ...]
+    batch_size: int
+    steps: int
+    objectives: tuple[tuple[str, str], ...]  # (record column, "maximize" | "minimize")
+    seconds: float | None = None
+    lr: float = 1e-3
+    dice_loss: bool = False
+    device: str = "cpu"
+    memory_budget_bytes: int | None = None
+    checkpointing: tuple[str, ...] = ("none", "blocks")
+    profile_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    sampler: str = "nsga2"
+    sampler_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seed: int = 0
+    description: str = ""
+    source: str = "<dict>"
+
+    @property
+    def directions(self) -> list[Literal["maximize", "minimize"]]:
+        return ["maximize" if d == "maximize" else "minimize" for _, d in self.objectives]
+
+    @property
+    def objective_names(self) -> list[str]:
+        return [n for n, _ in self.objectives]
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes a trial's result (not n_trials or the description).
+
+        A study in storage remembers it, so resuming with an edited spec is refused rather
+        than mixing trials trained under different settings.
+        """
+        d = dataclasses.asdict(self)
+        for key in ("n_trials", "description", "source"):
+            d.pop(key)
+        blob = json.dumps(d, sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], source: str = "<dict>") -> StudySpec:
+        """Validate a parsed TOML document; see the module docstring for what is checked."""
+        spec = _parse(raw, source)
+        from unetbench.sweep.space import validate_space
+
+        validate_space(spec)
+        return spec
+
+
+def load_study_spec(path: str | Path) -> StudySpec:
+    """Read and validate ``studies/<name>.toml``."""
+    path = Path(path)
+    if path.suffix != ".toml":
+        raise ConfigError(f"{path}: a study spec is a .toml file")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such study spec") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return StudySpec.from_dict(raw, source=str(path))
+
+
+def parse_bytes(value: object, where: str = "memory_budget") -> int:
+    """``"8GiB"``, ``"512 MiB"``, ``"2GB"`` or an integer number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(value))
+    if isinstance(value, str) and m and m.group(2).upper() in _UNITS:
+        n = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+        if n > 0:
+            return n
+    raise ConfigError(
+        f"{where} must be a positive size like '8GiB', '512MiB' or bytes, but got {value!r}"
+    )
+
+
+def _parse(raw: Mapping[str, Any], src: str) -> StudySpec:
+    _no_unknown(raw, _TOP_KEYS, src, "")
+    for key in ("name", "n_trials", "search", "data", "train", "objectives"):
+        if key not in raw:
+            raise ConfigError(f"{src}: missing required key {key!r}")
+    name = raw["name"]
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ConfigError(f"{src}: name must be letters, digits, '_', '-' or '.', got {name!r}")
+    train = _table(raw, "train", src)
+    _no_unknown(train, _TRAIN_KEYS, src, "train.")
+    profile = _table(raw, "profile", src) if "profile" in raw else {}
+    _no_unknown(profile, _PROFILE_KEYS, src, "profile.")
+    sampler = dict(_table(raw, "sampler", src)) if "sampler" in raw else {}
+    sampler_name = sampler.pop("name", "nsga2")
+    if sampler_name not in SAMPLERS:
+        raise ConfigError(f"{src}: sampler.name={sampler_name!r}; choose one of {sorted(SAMPLERS)}")
+    _no_unknown(sampler, SAMPLERS[sampler_name], src, f"sampler ({sampler_name}).")
+    budget = raw.get("memory_budget")
+    return StudySpec(
+        name=name,
+        description=str(raw.get("description", "")),
+        n_trials=_int(raw["n_trials"], f"{src}: n_trials"),
+        seed=_int(raw.get("seed", 0), f"{src}: seed", low=0),
+        search=_search(_table(raw, "search", src), src),
+        fixed=dict(_table(raw, "fixed", src)) if "fixed" in raw else {},
+        data=dict(_table(raw, "data", src)),
+        patch_shape=_shape(train.get("patch_shape"), src),
+        batch_size=_int(train.get("batch_size", 1), f"{src}: train.batch_size"),
+        steps=_int(train.get("steps"), f"{src}: train.steps"),
+        seconds=_seconds(train.get("seconds"), src),
+        lr=_positive(train.get("lr", 1e-3), f"{src}: train.lr"),
+        dice_loss=_bool(train.get("dice_loss", False), f"{src}: train.dice_loss"),
+        device=str(train.get("device", "cpu")),
+        memory_budget_bytes=None
+        if budget is None
+        else parse_bytes(budget, f"{src}: memory_budget"),
+        checkpointing=_modes(profile.get("checkpointing", ["none", "blocks"]), src),
+        profile_options=dict(profile.get("options", {})),
+        objectives=_objectives(_table(raw, "objectives", src), src),
+        sampler=sampler_name,
+        sampler_options=sampler,
+        source=src,
+    )
+
+
+def _no_unknown(
+    table: Mapping[str, Any], allowed: set[str] | frozenset[str], src: str, at: str
+) -> None:
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"{src}: unknown key {at}{unknown[0]}; allowed keys are {sorted(allowed) or 'none'}"
+        )
+
+
+def _table(raw: Mapping[str, Any], key: str, src: str) -> Mapping[str, Any]:
+    value = raw[key]
+    if not isinstance(value, dict):
+        raise ConfigError(f"{src}: {key} must be a table ([{key}]), got {value!r}")
+    return value
+
+
+def _int(value: object, where: str, low: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"{where} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def _positive(value: object, where: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{where} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _bool(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    return value
+
+
+def _seconds(value: object, src: str) -> float | None:
+    return None if value is None else _positive(value, f"{src}: train.seconds")
+
+
+def _shape(value: object, src: str) -> tuple[int, ...]:
+    if (
+        not isinstance(value, list)
+        or len(value) not in (2, 3)
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        raise ConfigError(
+            f"{src}: train.patch_shape must be [D, H, W] (or [H, W] for dim=2), got {value!r}"
+        )
+    return tuple(value)
+
+
+def _modes(value: object, src: str) -> tuple[str, ...]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, str) for v in value)
+        or len(set(value)) != len(value)
+    ):
+        raise ConfigError(
+            f"{src}: profile.checkpointing must be a non-empty list of distinct mode names, "
+            f"e.g. ['none', 'blocks'], got {value!r}"
+        )
+    return tuple(value)
+
+
+def _search(table: Mapping[str, Any], src: str) -> dict[str, tuple[Any, ...]]:
+    out: dict[str, tuple[Any, ...]] = {}
+    for field, choices in table.items():
+        if field not in SEARCHABLE:
+            raise ConfigError(
+                f"{src}: search.{field} cannot be searched; searchable UNetConfig fields are "
+                f"{list(SEARCHABLE)} (put other fields under [fixed])"
+            )
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(f"{src}: search.{field} must be a non-empty list of choices")
+        if field == "planar_blocks":
+            bad = [c for c in choices if not isinstance(c, list)]
+            if bad:
+                raise ConfigError(
+                    f"{src}: search.planar_blocks choices are lists of block indices like "
+                    f"[] or [0, 1], got {bad[0]!r}"
+                )
+            values: list[Any] = [tuple(c) for c in choices]
+        else:
+            values = list(choices)
+            if any(isinstance(c, (list, dict)) for c in values):
+                raise ConfigError(f"{src}: search.{field} choices must be plain values: {choices}")
+        if len({json.dumps(v, default=list) for v in values}) != len(values):
+            raise ConfigError(f"{src}: search.{field} lists a choice twice: {choices}")
+        out[field] = tuple(values)
+    return out
+
+
+def _objectives(table: Mapping[str, Any], src: str) -> tuple[tuple[str, str], ...]:
+    if not table:
+        raise ConfigError(f"{src}: [objectives] must name at least one record column")
+    out = []
+    for name, direction in table.items():
+        if name not in OBJECTIVES:
+            raise ConfigError(
+                f"{src}: objectives.{name} is not a record column a sweep can optimise; "
+                f"choose from {sorted(OBJECTIVES)}"
+            )
+        if direction not in ("maximize", "minimize"):
+            raise ConfigError(
+                f"{src}: objectives.{name} must be 'maximize' or 'minimize', got {direction!r}"
+            )
+        out.append((name, direction))
+    return tuple(out)

@@ -1,0 +1,144 @@
+"""The loop one sweep worker runs: create trials until the study has ``n_trials`` COMPLETE.
+
+Workers never count on each other: each one, under the storage's creation lock (local
+storages), fails the RUNNING trials of dead workers, counts COMPLETE and live RUNNING trials,
+and either starts one more trial, waits for the running ones, or stops. A trial that a remote
+worker started past ``n_trials`` (possible only on server databases, which have no shared lock)
+is failed as surplus before it trains, so the study never ends with more than ``n_trials``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from unetbench.sweep.evaluator import Evaluator
+from unetbench.sweep.objective import TrialObjective, constraints_from_attrs
+from unetbench.sweep.spec import StudySpec
+from unetbench.sweep.storage import StudyStorage, fail_dead_trials, open_storage
+
+__all__ = ["make_sampler", "run_worker", "worker_process_main"]
+
+_LOG = logging.getLogger(__name__)
+POLL_S = 2.0
+
+
+class SurplusTrialError(Exception):
+    """A trial started after the study already had n_trials COMPLETE or running."""
+
+
+def make_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
+    """The spec's sampler, seeded, with the memory budget and failures as constraints."""
+    opts: dict[str, Any] = dict(spec.sampler_options)
+    if not hasattr(optuna.Trial, "set_constraint"):  # Optuna < 5: constraints from user attrs
+        opts["constraints_func"] = constraints_from_attrs
+    if spec.sampler == "nsga2":
+        opts.setdefault("population_size", 8)
+        return optuna.samplers.NSGAIISampler(seed=seed, **opts)
+    if spec.sampler == "tpe":
+        opts.setdefault("multivariate", True)
+        return optuna.samplers.TPESampler(seed=seed, **opts)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+class _Lock:
+    """The storage's creation lock, releasable from inside the objective exactly once."""
+
+    def __init__(self, storage: StudyStorage) -> None:
+        self._cm = storage.creation_lock()
+        self._held = False
+        self._mutex = threading.Lock()
+
+    def acquire(self) -> None:
+        self._cm.__enter__()
+        self._held = True
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._held:
+                self._held = False
+                self._cm.__exit__(None, None, None)
+
+
+def run_worker(
+    spec: StudySpec,
+    storage: StudyStorage,
+    n_trials: int,
+    evaluator: Evaluator,
+    seed_offset: int = 0,
+    on_trial_end: Callable[[optuna.Study], None] | None = None,
+) -> int:
+    """Run trials until the study has ``n_trials`` COMPLETE; returns how many this worker ran."""
+    existing = len(
+        optuna.load_study(study_name=spec.name, storage=storage.storage).get_trials(deepcopy=False)
+    )
+    # A fresh single-worker study uses exactly spec.seed (reproducible); a resumed study or a
+    # second worker gets a different stream, so it does not re-propose the same configs.
+    sampler = make_sampler(spec, spec.seed + existing + 7919 * seed_offset)
+    study = optuna.load_study(study_name=spec.name, storage=storage.storage, sampler=sampler)
+    ran = 0
+    while True:
+        lock = _Lock(storage)
+        lock.acquire()
+        try:
+            fail_dead_trials(study)
+            trials = study.get_trials(deepcopy=False)
+            complete = sum(t.state == TrialState.COMPLETE for t in trials)
+            running = sum(t.state == TrialState.RUNNING for t in trials)
+            if complete >= n_trials:
+                return ran
+            if complete + running >= n_trials:
+                lock.release()
+                time.sleep(POLL_S)  # others are finishing the last trials; one may die
+                continue
+            objective = TrialObjective(
+                spec,
+                evaluator,
+                on_start=functools.partial(_start_or_surplus, n_trials=n_trials, lock=lock),
+            )
+            study.optimize(objective, n_trials=1, catch=(SurplusTrialError,))
+            ran += 1
+        finally:
+            lock.release()
+        if on_trial_end is not None:
+            on_trial_end(study)
+
+
+def _start_or_surplus(trial: optuna.Trial, n_trials: int, lock: _Lock) -> None:
+    """Called by the objective once its trial exists: release the lock, refuse surplus."""
+    lock.release()
+    ahead = sum(
+        t.number < trial.number and t.state in (TrialState.COMPLETE, TrialState.RUNNING)
+        for t in trial.study.get_trials(deepcopy=False)
+    )
+    if ahead >= n_trials:
+        reason = f"surplus: the study already had {n_trials} trials when this one started"
+        trial.set_user_attr("reason", reason)
+        raise SurplusTrialError(f"trial {trial.number}: {reason}")
+
+
+def worker_process_main(
+    spec: StudySpec,
+    storage_url: str | None,
+    study_dir: str,
+    n_trials: int,
+    evaluator: Evaluator,
+    seed_offset: int,
+    log_level: int,
+) -> None:
+    """Entry point of a spawned worker process."""
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(storage_url, Path(study_dir))
+    try:
+        run_worker(spec, storage, n_trials, evaluator, seed_offset=seed_offset)
+    except KeyboardInterrupt:
+        _LOG.info("worker interrupted; its running trial is marked FAIL")
