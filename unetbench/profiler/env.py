@@ -1,0 +1,56 @@
+"""Environment columns of a profile record: what ran, where and when.
+
+Every record carries these so that numbers from different machines, torch builds and commits
+are never compared unknowingly (as pytest-benchmark does for its saved runs).
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+__all__ = ["device_name", "environment", "git_commit"]
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    """Return the commit of the unetbench checkout, or "" when it is not a git checkout."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def device_name(device: torch.device) -> str:
+    """Return a human name of the device: the GPU model, or the CPU's processor string."""
+    if device.type == "cuda":
+        return str(torch.cuda.get_device_name(device))
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def environment(device: torch.device) -> dict[str, str]:
+    """Return the environment columns of a record."""
+    from unetbench import __version__
+
+    return {
+        "torch_version": torch.__version__,
+        "unetbench_version": __version__,
+        "git_commit": git_commit(),
+        "host": platform.node(),
+        "device_name": device_name(device),
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,116 @@
+"""Peak memory of a training step, measured three ways that agree.
+
+* CUDA: the caching allocator's peak statistics, reset before the step and read after a
+  synchronisation.
+* CPU: live tensor storages tracked at the dispatch level by torch's ``MemTracker``
+  (``torch.distributed._tools.mem_tracker``), which sees every tensor an op returns and
+  frees it through a weak reference when its storage dies.
+* Anywhere: a step on fake tensors (``FakeTensorMode``: shapes propagate, nothing is
+  allocated) under a lean live-storage tracker (``_live.LivePeak``, an independent
+  implementation of the same count), so a config that does not fit here can still be sized.
+
+All three count parameters, buffers, gradients, activations and temporaries; not the input
+batch and target (reported as ``batch_bytes``) nor optimizer state (``opt_state_bytes``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from unetbench.profiler import _step
+from unetbench.profiler._live import LivePeak
+from unetbench.profiler.policies import get_policy
+
+__all__ = [
+    "cuda_peak_bytes",
+    "estimate_train_memory",
+    "model_bytes",
+    "tracked_peak_bytes",
+]
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of a model's parameters and buffers."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _mem_tracker() -> Any:
+    try:
+        from torch.distributed._tools.mem_tracker import MemTracker
+    except ImportError as exc:  # torch built without distributed support
+        raise RuntimeError(
+            "live-tensor tracking needs torch.distributed._tools.mem_tracker, which this "
+            f"torch build lacks ({exc})"
+        ) from exc
+    return MemTracker()
+
+
+def tracked_peak_bytes(fn: Callable[[], object], model: nn.Module) -> int:
+    """Peak bytes of live tensors while ``fn`` runs: ``model``'s and those created in ``fn``.
+
+    Works for real CPU/GPU tensors and for fake tensors alike. Tensors created before and not
+    belonging to ``model`` (the input batch) are not counted.
+    """
+    tracker = _mem_tracker()
+    tracker.track_external(model)
+    with tracker:
+        fn()
+    peak = tracker.get_tracker_snapshot("peak")
+    return int(sum(snap["Total"] for snap in peak.values()))
+
+
+def cuda_peak_bytes(fn: Callable[[], object], model: nn.Module, device: torch.device) -> int:
+    """Peak allocated CUDA bytes during ``fn`` on the same footing as the tracked peak.
+
+    The allocator's peak counts everything allocated on the device, so the baseline before
+    the step (model, batch and whatever else the process holds) is subtracted and the model's
+    own bytes are added back.
+    """
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device)
+    return int(peak - base + model_bytes(model))
+
+
+def estimate_train_memory(
+    config: Any,
+    input_shape: tuple[int, ...] | list[int],
+    batch_size: int = 1,
+    checkpointing: str = "none",
+) -> int:
+    """Peak bytes of one training step of ``config``, estimated on fake tensors.
+
+    Nothing is allocated, so this is cheap (well under a second) for any size; it matches the
+    tracked CPU peak of the same step (``peak_mem_train_bytes``). Add ``opt_state_bytes`` and
+    the batch to size a GPU.
+
+    Args:
+        config: A UNetConfig or a unetbench UNet.
+        input_shape: Spatial shape (D, H, W) or (H, W), or full (N, C, *spatial).
+        batch_size: Batch size when ``input_shape`` is spatial.
+        checkpointing: Name of a checkpointing policy ("none", "blocks", ...).
+
+    Raises:
+        ConfigError: Illegal shape for the config.
+        UsageError: Unknown policy or malformed shape.
+    """
+    cfg = _step.config_of(config)
+    full = _step.resolve_shape(cfg, input_shape, batch_size)
+    policy = get_policy(checkpointing)
+    with _step.fake_mode():
+        model = _step.build_model(cfg)
+        model.train()
+        x, target = _step.make_batch(cfg, full)
+        tracker = LivePeak()
+        tracker.track_module(model)
+        with tracker:
+            _step.train_step(model, policy, x, target)
+        return tracker.peak

@@ -1,0 +1,224 @@
+"""``plan``: the largest patch shape or batch size whose training step fits a memory budget.
+
+Every candidate is sized with the fake-tensor estimate (nothing is allocated), so a 40 GiB GPU
+can be planned on a laptop. A step fits when its estimated peak (parameters, gradients,
+activations) plus the optimizer state and the input batch stays within the budget.
+Memory grows about linearly with voxels and batch, so a linear fit of two cheap estimates
+predicts the answer and a few more estimates confirm it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pandas as pd
+
+from unetbench._errors import UsageError
+from unetbench.profiler import _step
+from unetbench.profiler.memory import estimate_train_memory
+from unetbench.profiler.policies import get_policy
+
+__all__ = ["PLAN_COLUMNS", "parse_bytes", "plan"]
+
+PLAN_COLUMNS = (
+    "vary", "checkpointing", "batch_size", "input_shape", "voxels", "fits",
+    "est_peak_mem_train_bytes", "opt_state_bytes", "batch_bytes", "total_bytes", "budget_bytes",
+)  # fmt: skip
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+_OPT_STATE_FACTOR = {"adam": 2, "sgd-momentum": 1, "sgd": 0}
+_MAX_AXIS = 8192
+
+
+def parse_bytes(text: str | int) -> int:
+    """Parse a memory size: ``"11GiB"``, ``"8 GB"``, ``"512MiB"`` or a number of bytes."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value, unit = float(text), ""
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
+        if match is None or match.group(2).upper() not in _UNITS:
+            raise UsageError(
+                f"cannot read memory size {text!r}; write e.g. 11GiB, 8GB, 512MiB or bytes"
+            )
+        value, unit = float(match.group(1)), match.group(2).upper()
+    size = int(value * _UNITS[unit])
+    if size <= 0:
+        raise UsageError(f"memory size must be positive, got {text!r}")
+    return size
+
+
+def _largest_fitting(n: int, fits: Callable[[int], bool], guess: int) -> int:
+    """Largest index in ``range(n)`` with ``fits`` true (monotone), -1 if none; gallops from
+    ``guess`` so a good guess costs only a few calls."""
+    guess = min(max(guess, 0), n - 1)
+    if fits(guess):
+        lo, step = guess, 1
+        while lo + step < n and fits(lo + step):
+            lo, step = lo + step, step * 2
+        hi = min(lo + step, n)  # first index known (or assumed at n) not to fit
+    else:
+        hi, step = guess, 1
+        while hi - step >= 0 and not fits(hi - step):
+            hi, step = hi - step, step * 2
+        lo = hi - step
+        if lo < 0:
+            if not fits(0):
+                return -1
+            lo = 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def _shape_candidates(
+    cfg: Any, shape: tuple[int, ...], fixed_depth: int | None
+) -> list[tuple[int, ...]]:
+    """Legal shapes along the ray of ``shape``'s aspect ratio, smallest first.
+
+    Each axis starts at twice its smallest legal size, so the bottleneck keeps more than one
+    voxel (batch norm cannot train on one value per channel).
+    """
+    axes = range(cfg.dim)
+    legal = [cfg.valid_input_sizes(range(1, _MAX_AXIS + 1), axis=a) for a in axes]
+    legal = [[s for s in sizes if s >= 2 * sizes[0]] or sizes for sizes in legal]
+    scaled = [a for a in axes if not (fixed_depth is not None and a == 0)]
+    ref = max(shape[a] for a in scaled)
+    lead = max(scaled, key=lambda a: shape[a])
+    out: list[tuple[int, ...]] = []
+    for k in legal[lead]:
+        cand = []
+        for a in axes:
+            if fixed_depth is not None and a == 0:
+                cand.append(fixed_depth)
+                continue
+            i = bisect.bisect_right(legal[a], k * shape[a] / ref) - 1
+            cand.append(legal[a][max(i, 0)])
+        if not out or tuple(cand) != out[-1]:
+            out.append(tuple(cand))
+    return out
+
+
+def plan(
+    config: Any,
+    budget: int | str,
+    shape: tuple[int, ...] | list[int] | None = None,
+    *,
+    batch_size: int = 1,
+    fixed_depth: int | None = None,
+    vary: str | Iterable[str] = ("shape", "batch"),
+    checkpointing: str | Iterable[str] = ("none", "blocks"),
+    optimizer: str = "adam",
+) -> pd.DataFrame:
+    """Find what fits ``budget``: one row per (vary, checkpointing) with the answer.
+
+    Args:
+        config: A UNetConfig or a unetbench UNet.
+        budget: Bytes, or a size string such as "11GiB".
+        shape: Reference spatial shape: its aspect ratio is kept when the shape grows, and
+            it is the shape whose batch grows. Default: a cube of 64 per axis.
+        batch_size: Batch size while the shape grows.
+        fixed_depth: Keep the first axis at this size (anisotropic stacks); others grow.
+        vary: "shape" (largest patch at ``batch_size``) and/or "batch" (largest batch at
+            ``shape``).
+        checkpointing: Policy names to plan for.
+        optimizer: "adam" (2 state tensors per parameter), "sgd-momentum" (1) or "sgd" (0).
+
+    Returns:
+        A DataFrame with PLAN_COLUMNS; ``fits`` is False (and the smallest candidate shown)
+        when not even the smallest legal shape or a batch of one fits.
+
+    Raises:
+        ConfigError: Illegal config, shape or fixed depth.
+        UsageError: Unknown policy, vary or optimizer, malformed budget.
+    """
+    cfg = _step.config_of(config)
+    budget_bytes = parse_bytes(budget)
+    ref = tuple(shape) if shape is not None else (64,) * cfg.dim
+    _step.resolve_shape(cfg, ref, batch_size)  # validate
+    if fixed_depth is not None:
+        if cfg.dim != 3:
+            raise UsageError("fixed_depth needs a 3D config (dim=3)")
+        ref = (fixed_depth, *ref[1:])
+        _step.resolve_shape(cfg, ref, batch_size)
+    varies = (vary,) if isinstance(vary, str) else tuple(vary)
+    for v in varies:
+        if v not in ("shape", "batch"):
+            raise UsageError(f"vary must be 'shape' and/or 'batch', got {v!r}")
+    if optimizer not in _OPT_STATE_FACTOR:
+        raise UsageError(f"optimizer must be one of {', '.join(_OPT_STATE_FACTOR)}")
+    names = (checkpointing,) if isinstance(checkpointing, str) else tuple(checkpointing)
+    for name in names:
+        get_policy(name)
+    with _step.fake_mode():
+        n_params = sum(p.numel() for p in _step.build_model(cfg).parameters())
+    opt_bytes = _OPT_STATE_FACTOR[optimizer] * 4 * n_params
+    target_item = 8 if cfg.out_channels >= 2 else 4
+    target_ch = 1
+
+    def row(v: str, name: str, batch: int, spatial: tuple[int, ...]) -> dict[str, Any]:
+        est = estimate_train_memory(cfg, spatial, batch, name)
+        in_vox = batch * math.prod(spatial)
+        out_vox = batch * math.prod(cfg.output_shape(spatial))
+        batch_bytes = 4 * cfg.in_channels * in_vox + target_item * target_ch * out_vox
+        total = est + opt_bytes + batch_bytes
+        return {
+            "vary": v, "checkpointing": name, "batch_size": batch,
+            "input_shape": "x".join(map(str, spatial)), "voxels": in_vox,
+            "fits": total <= budget_bytes, "est_peak_mem_train_bytes": est,
+            "opt_state_bytes": opt_bytes, "batch_bytes": batch_bytes, "total_bytes": total,
+            "budget_bytes": budget_bytes,
+        }  # fmt: skip
+
+    rows = []
+    for v in varies:
+        for name in names:
+            rows.append(_plan_one(v, name, cfg, ref, batch_size, fixed_depth, row))
+    return pd.DataFrame(rows, columns=list(PLAN_COLUMNS))
+
+
+def _plan_one(
+    v: str,
+    name: str,
+    cfg: Any,
+    ref: tuple[int, ...],
+    batch_size: int,
+    fixed_depth: int | None,
+    row: Callable[[str, str, int, tuple[int, ...]], dict[str, Any]],
+) -> dict[str, Any]:
+    cache: dict[int, dict[str, Any]] = {}
+    if v == "shape":
+        cands = _shape_candidates(cfg, ref, fixed_depth)
+
+        def at(i: int) -> dict[str, Any]:
+            if i not in cache:
+                cache[i] = row(v, name, batch_size, cands[i])
+            return cache[i]
+
+        n = len(cands)
+        size = [math.prod(c) for c in cands]
+        probe = [0, min(n - 1, max(1, n // 8))]
+    else:
+        n = 1 << 20
+
+        def at(i: int) -> dict[str, Any]:
+            if i not in cache:
+                cache[i] = row(v, name, i + 1, ref)
+            return cache[i]
+
+        size = None
+        probe = [0, 1]
+    # Linear fit of total bytes over voxels (or batch) from two probes predicts the answer.
+    a, b = at(probe[0]), at(probe[1])
+    xa, xb = (size[probe[0]], size[probe[1]]) if size else (1, 2)
+    slope = (b["total_bytes"] - a["total_bytes"]) / max(xb - xa, 1)
+    budget = a["budget_bytes"]
+    x_fit = xa + (budget - a["total_bytes"]) / slope if slope > 0 else xb
+    guess = bisect.bisect_right(size, x_fit) - 1 if size else int(x_fit) - 1
+    best = _largest_fitting(n, lambda i: bool(at(i)["fits"]), guess)
+    return at(max(best, 0))

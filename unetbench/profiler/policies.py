@@ -1,0 +1,162 @@
+"""Gradient-checkpointing policies: how a U-Net's training forward trades compute for memory.
+
+A policy is a named forward function ``(model, x) -> output``; the profiler measures each one
+the same way, so a new policy is one :func:`register_policy` call. Built in:
+
+* ``none``: the plain forward; every activation is kept for the backward pass.
+* ``blocks``: every encoder and decoder block checkpointed (``model.forward_gradcp``): only
+  block inputs and outputs are kept, each block is recomputed once in the backward pass.
+* ``top_units``: like ``blocks``, but at the full-resolution level (where most of the memory
+  is) each convolution+norm+activation unit is checkpointed on its own, and the first decoder
+  convolution is applied to the upsampled and the skip tensor separately (split weights)
+  instead of to their concatenation, so the concatenated tensor is never stored.
+  Same recomputation as ``blocks`` (each forward op once more), lower peak.
+
+All policies use non-re-entrant checkpointing (``unetbench.model.checkpoint.checkpoint``), so
+every parameter gets its gradient even when the input does not require one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from unetbench._errors import UsageError
+
+__all__ = ["CheckpointPolicy", "get_policy", "policy_names", "register_policy"]
+
+ForwardFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointPolicy:
+    """A named training forward of a U-Net with some activations recomputed."""
+
+    name: str
+    description: str
+    forward: ForwardFn
+
+
+_REGISTRY: dict[str, CheckpointPolicy] = {}
+
+
+def register_policy(policy: CheckpointPolicy) -> None:
+    """Make ``policy`` available by name to :func:`unetbench.profile` and the CLI."""
+    _REGISTRY[policy.name] = policy
+
+
+def policy_names() -> tuple[str, ...]:
+    """Names of the registered policies, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def get_policy(name: str) -> CheckpointPolicy:
+    """Return the policy called ``name``; a UsageError lists the known ones otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UsageError(
+            f"unknown checkpointing policy {name!r}; choose from {', '.join(_REGISTRY)}"
+        ) from None
+
+
+def _checkpoint(fn: Callable[..., Any], *args: Any, owner: nn.Module | None = None) -> Any:
+    """Run ``fn`` under the model package's non-re-entrant checkpointing (BN stats once)."""
+    from unetbench.model.checkpoint import checkpoint
+
+    return checkpoint(fn, *args, owner=owner)
+
+
+def _forward_none(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x)
+
+
+def _forward_blocks(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    gradcp = getattr(model, "forward_gradcp", None)
+    if gradcp is not None:
+        return gradcp(x)
+    return _levels_forward(model, x, _blocks_down, _blocks_up)
+
+
+def _blocks_down(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return _checkpoint(block, x)
+
+
+def _blocks_up(block: nn.Module, enc: torch.Tensor, dec: torch.Tensor) -> torch.Tensor:
+    return _checkpoint(block, enc, dec)
+
+
+DownFn = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+UpFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _levels_forward(
+    model: nn.Module,
+    x: torch.Tensor,
+    top_down: DownFn,
+    top_up: UpFn,
+) -> torch.Tensor:
+    """U-Net forward with per-block checkpointing below the top level and given top blocks."""
+    down_convs: Any = model.down_convs
+    up_convs: Any = model.up_convs
+    skips = []
+    for i, block in enumerate(down_convs):
+        x, before_pool = top_down(block, x) if i == 0 else _blocks_down(block, x)
+        skips.append(before_pool)
+    n_up = len(up_convs)
+    for i, block in enumerate(up_convs):
+        enc = skips[-(i + 2)]
+        x = top_up(block, enc, x) if i == n_up - 1 else _blocks_up(block, enc, x)
+    conv_final: Any = model.conv_final
+    return conv_final(x)
+
+
+def _unit_down(block: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    y = _checkpoint(lambda t: block.act1(block.norm0(block.conv1(t))), x, owner=block)
+    y = _checkpoint(lambda t: block.act2(block.norm1(block.conv2(t))), y, owner=block)
+    return block.pool(y), y
+
+
+def _unit_up(block: Any, enc: torch.Tensor, dec: torch.Tensor) -> torch.Tensor:
+    """The decoder block's forward (``UpConv.forward``) split into three checkpointed units."""
+    from unetbench.model.blocks import center_crop
+
+    def merge_conv(enc: torch.Tensor, dec: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        if block.crop:
+            enc = center_crop(enc, up)
+        enc = block.attention(enc, dec)
+        conv = block.conv1
+        if block.concat:
+            # conv(cat(a, b)) == conv_a(a) + conv_b(b): the concatenation is never stored.
+            c = up.shape[1]
+            y = conv._conv_forward(up, conv.weight[:, :c], conv.bias)
+            y = y + conv._conv_forward(enc, conv.weight[:, c:], None)
+        else:
+            y = conv(up + enc)
+        return block.act1(block.norm1(y))
+
+    up = _checkpoint(lambda d: block.act0(block.norm0(block.upconv(d))), dec, owner=block)
+    y = _checkpoint(merge_conv, enc, dec, up, owner=block)
+    out = _checkpoint(lambda t: block.act2(block.norm2(block.conv2(t))), y, owner=block)
+    return out
+
+
+def _forward_top_units(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return _levels_forward(model, x, _unit_down, _unit_up)
+
+
+register_policy(CheckpointPolicy("none", "no checkpointing", _forward_none))
+register_policy(
+    CheckpointPolicy("blocks", "every encoder/decoder block checkpointed", _forward_blocks)
+)
+register_policy(
+    CheckpointPolicy(
+        "top_units",
+        "blocks, plus per-unit checkpointing and concat-free merge at full resolution",
+        _forward_top_units,
+    )
+)
