@@ -1,0 +1,213 @@
+"""`compare_records` and `unetbench compare` on profile records and pytest-benchmark runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from unetbench import UNetConfig, UsageError
+from unetbench.cli import main as cli_main
+from unetbench.gate import compare_records, load_records, metric_columns
+
+
+def main(argv: list[str]) -> int:
+    """The real `unetbench` entry point, with only this test's subcommand loaded."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli_main, "SUBCOMMANDS", ("compare",))
+        return cli_main.main(argv)
+
+
+def profile_records() -> pd.DataFrame:
+    """Rows shaped like unetbench.profiler.profile output for four configs x two modes."""
+    rows = []
+    for n_blocks, filts in ((2, 8), (3, 16), (3, 32), (4, 16)):
+        cfg = UNetConfig(n_blocks=n_blocks, start_filts=filts).to_dict()
+        for mode, mem_factor, t_factor in (("none", 1.0, 1.0), ("blocks", 0.6, 1.3)):
+            macs = 1_234_567 * filts * n_blocks
+            rows.append(
+                {
+                    **cfg,
+                    "input_shape": "16x32x32",
+                    "output_shape": "16x32x32",
+                    "batch_size": 1,
+                    "checkpointing": mode,
+                    "device": "cpu",
+                    "status": "ok",
+                    "params": 9_000 * filts * n_blocks,
+                    "fwd_macs": macs,
+                    "fwd_flops": 2 * macs,
+                    "train_flops": 6 * macs,
+                    "est_peak_mem_train_bytes": int(3_000_000 * filts * mem_factor),
+                    "peak_mem_train_bytes": 3.1e6 * filts * mem_factor,
+                    "train_step_s": 0.004 * filts * t_factor,
+                    "train_step_iqr_s": 0.001,
+                    "train_voxels_per_s": 16 * 32 * 32 / (0.004 * filts * t_factor),
+                    "timestamp": "2026-11-23T19:00:00",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_identical_records_pass() -> None:
+    df = profile_records()
+    result = compare_records(df, df.copy())
+    assert result.passed and result.n_matched == len(df)
+    assert set(result.table["status"]) == {"same"}
+    assert "train_step_iqr_s" not in set(result.table["metric"])
+    assert result.format().startswith("PASS: 8 rows matched")
+
+
+def test_changed_flop_count_fails_exactly() -> None:
+    base = profile_records()
+    cur = base.copy()
+    cur.loc[3, "train_flops"] += 1  # one FLOP more is still a different architecture
+    result = compare_records(base, cur)
+    assert not result.passed
+    reg = result.regressions
+    assert reg[["metric", "status"]].values.tolist() == [["train_flops", "changed"]]
+    assert reg.loc[0, "row"] == "n_blocks=3, start_filts=16, checkpointing=blocks"
+    assert "(REGRESSION)" in result.format()
+
+
+@pytest.mark.parametrize(
+    ("metric", "factor", "tolerances", "status"),
+    [
+        ("train_step_s", 1.05, None, "ok"),
+        ("train_step_s", 1.15, None, "worse"),
+        ("train_step_s", 1.15, {"train_step_s": 0.2}, "ok"),
+        ("train_step_s", 0.80, None, "better"),
+        ("train_voxels_per_s", 0.85, None, "worse"),  # throughput: lower is worse
+        ("train_voxels_per_s", 1.20, None, "better"),
+        ("peak_mem_train_bytes", 1.11, None, "worse"),
+        ("params", 1.01, {"params": 0.05}, "ok"),  # an exact metric loosened on purpose
+    ],
+)
+def test_tolerances_and_directions(
+    metric: str, factor: float, tolerances: dict[str, float] | None, status: str
+) -> None:
+    base = profile_records()
+    cur = base.copy()
+    cur[metric] = cur[metric] * factor
+    result = compare_records(base, cur, tolerances)
+    statuses = set(result.table.loc[result.table["metric"] == metric, "status"])
+    assert statuses == {status}
+    assert result.passed == (status != "worse")
+
+
+def test_missing_rows_status_and_new_rows() -> None:
+    base = profile_records()
+    cur = base.drop(index=0).copy()
+    cur.loc[5, "status"] = "oom"
+    cur.loc[5, ["train_step_s", "peak_mem_train_bytes"]] = float("nan")
+    extra = base.iloc[[1]].assign(batch_size=2)
+    cur = pd.concat([cur, extra], ignore_index=True)
+    table = compare_records(base, cur).table
+    by_status = table.groupby("status")["regression"].first().to_dict()
+    assert by_status == {
+        "missing row": True,
+        "status": True,
+        "missing": True,
+        "new row": False,
+        "same": False,
+    }
+
+
+def test_round_trip_through_every_file_format(tmp_path: Path) -> None:
+    df = profile_records()
+    df.to_csv(tmp_path / "a.csv", index=False)
+    df.to_parquet(tmp_path / "a.parquet")
+    (tmp_path / "a.json").write_text(df.to_json(orient="records"))
+    for name in ("a.csv", "a.parquet", "a.json"):
+        loaded = load_records(tmp_path / name)
+        result = compare_records(df, loaded)  # planar_blocks list vs text still matches
+        assert result.passed and result.n_matched == len(df), name
+
+
+def pytest_benchmark_run(flops: int, ratio: float) -> dict[str, object]:
+    bench = {
+        "group": None,
+        "name": "test_train_step[n3-f16]",
+        "fullname": "tests/benchmarks/test_bench.py::test_train_step[n3-f16]",
+        "params": {"name": "n3-f16"},
+        "extra_info": {"params": 1_000_000, "train_flops": flops, "train_step_ratio": ratio},
+        "stats": {"min": 0.1, "max": 0.2, "mean": 0.15, "median": 0.14, "rounds": 5},
+    }
+    return {"machine_info": {}, "commit_info": {}, "benchmarks": [bench], "version": "5.3.1"}
+
+
+def test_pytest_benchmark_json(tmp_path: Path) -> None:
+    base, cur = tmp_path / "base.json", tmp_path / "cur.json"
+    base.write_text(json.dumps(pytest_benchmark_run(10**9, 1.10)))
+    cur.write_text(json.dumps(pytest_benchmark_run(10**9, 1.15)))
+    records = load_records(base)
+    assert records.loc[0, "benchmark"].endswith("test_train_step[n3-f16]")
+    assert {"params", "train_flops", "train_step_ratio", "bench_median_s"} <= set(
+        metric_columns(records)
+    )
+    assert compare_records(records, load_records(cur)).passed  # ratio +4.5% < 10%
+    cur.write_text(json.dumps(pytest_benchmark_run(10**9 + 64, 1.10)))
+    assert not compare_records(records, load_records(cur)).passed
+
+
+def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    df = profile_records()
+    df.to_parquet(tmp_path / "base.parquet")
+    df.to_csv(tmp_path / "same.csv", index=False)
+    changed = df.copy()
+    changed.loc[0, "fwd_macs"] *= 2
+    changed.loc[1, "train_step_s"] *= 1.3
+    changed.to_csv(tmp_path / "changed.csv", index=False)
+    assert main(["compare", str(tmp_path / "base.parquet"), str(tmp_path / "same.csv")]) == 0
+    assert "PASS" in capsys.readouterr().out
+    assert main(["compare", str(tmp_path / "base.parquet"), str(tmp_path / "changed.csv")]) == 1
+    out = capsys.readouterr().out
+    assert "fwd_macs" in out and "+100.00%" in out and "train_step_s" in out
+    assert "FAIL: 8 rows matched" in out and "2 regression(s)" in out
+    args = [
+        "compare",
+        str(tmp_path / "base.parquet"),
+        str(tmp_path / "changed.csv"),
+        "--tolerance-for",
+        "train_step_s=0.5",
+        "--ignore",
+        "fwd_macs",
+    ]
+    assert main(args) == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--tolerance-for", "train_step_s"], "METRIC=0.2"),
+        (["--tolerance-for", "bogus=0.2"], "unknown metric"),
+        (["--tolerance", "-1"], "must be a number >= 0"),
+        (["--key", "nonexistent"], "lack key columns"),
+    ],
+)
+def test_cli_bad_arguments_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    profile_records().to_csv(tmp_path / "a.csv", index=False)
+    assert main(["compare", str(tmp_path / "a.csv"), str(tmp_path / "a.csv"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="does not exist"):
+        load_records(tmp_path / "nope.csv")
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(UsageError, match=r"\.csv, \.parquet or \.json"):
+        load_records(tmp_path / "a.txt")
+    (tmp_path / "b.json").write_text('{"hello": 1}')
+    with pytest.raises(UsageError, match="pytest-benchmark"):
+        load_records(tmp_path / "b.json")
+    (tmp_path / "c.json").write_text("{not json")
+    with pytest.raises(UsageError, match="cannot read records"):
+        load_records(tmp_path / "c.json")
+    df = profile_records()
+    with pytest.raises(UsageError, match="same key"):
+        compare_records(pd.concat([df, df]), df)
