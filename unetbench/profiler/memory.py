@@ -15,6 +15,8 @@ batch and target (reported as ``batch_bytes``) nor optimizer state (``opt_state_
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -105,12 +107,30 @@ def estimate_train_memory(
     cfg = _step.config_of(config)
     full = _step.resolve_shape(cfg, input_shape, batch_size)
     policy = get_policy(checkpointing)
-    with _step.fake_mode():
-        model = _step.build_model(cfg)
-        model.train()
-        x, target = _step.make_batch(cfg, full)
-        tracker = LivePeak()
-        tracker.track_module(model)
-        with tracker:
-            _step.train_step(model, policy, x, target)
+    with _FAKE_LOCK:
+        mode, model = _fake_model(cfg)
+        with mode:
+            model.train()
+            x, target = _step.make_batch(cfg, full)
+            tracker = LivePeak()
+            tracker.track_module(model)
+            with tracker:
+                _step.train_step(model, policy, x, target)
+            for p in model.parameters():
+                p.grad = None
         return tracker.peak
+
+
+_FAKE_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=8)
+def _fake_model(config: Any) -> tuple[Any, nn.Module]:
+    """A fake-tensor model of ``config`` with its fake mode, built once and reused (building
+    costs as much as a fake step; planning calls the estimate many times)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    mode = FakeTensorMode()
+    with mode:
+        model = _step.build_model(config)
+    return mode, model

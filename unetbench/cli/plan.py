@@ -1,0 +1,57 @@
+"""``unetbench plan``: the largest patch or batch whose training step fits a memory budget."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from unetbench.profiler import _cli
+
+_SHOWN = (
+    "vary", "checkpointing", "batch_size", "input_shape", "fits", "est_peak_mem_train_bytes",
+    "total_bytes", "budget_bytes",
+)  # fmt: skip
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the ``plan`` subcommand."""
+    p = subparsers.add_parser(
+        "plan",
+        help="largest patch shape / batch size that fits a memory budget (fake-tensor estimate)",
+        description="Size patches and batches for a GPU memory budget without allocating.",
+    )
+    _cli.add_config_arguments(p)
+    p.add_argument("--budget", required=True, help="memory budget, e.g. 11GiB, 8GB, 512MiB")
+    p.add_argument("--shape", help="reference shape: aspect ratio kept, batch grown at it")
+    p.add_argument("--batch", type=int, default=1, help="batch size while the shape grows")
+    p.add_argument("--fixed-depth", type=int, help="keep the first axis at this size")
+    p.add_argument("--vary", default="shape,batch", help="shape and/or batch (default both)")
+    p.add_argument("--checkpointing", default="none,blocks", help="policies (default none,blocks)")
+    p.add_argument(
+        "--optimizer", default="adam", help="adam, sgd-momentum or sgd (optimizer state size)"
+    )
+    p.add_argument("--out", help="write the rows to FILE.csv, .parquet or .json")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Plan, print the table, optionally write it; 1 if nothing fits."""
+    from unetbench.profiler import plan
+
+    out = _cli.check_out(args.out)
+    config = _cli.config_from_args(args)
+    frame = plan(
+        config,
+        args.budget,
+        _cli.parse_shape(args.shape),
+        batch_size=args.batch,
+        fixed_depth=args.fixed_depth,
+        vary=_cli.parse_list(args.vary, "--vary"),
+        checkpointing=_cli.parse_list(args.checkpointing, "--checkpointing"),
+        optimizer=args.optimizer,
+    )
+    print(f"U-Net {config.to_json()}; total = estimated step peak + optimizer state + batch")
+    print(_cli.readable(frame, _SHOWN))
+    if out is not None:
+        _cli.write_frame(frame, out)
+        print(f"wrote {len(frame)} rows to {out}")
+    return 0 if frame["fits"].any() else 1

@@ -1,0 +1,78 @@
+"""``unetbench profile``: memory, operation counts and speed of one U-Net configuration."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from unetbench.profiler import _cli
+
+_SHOWN = (
+    "checkpointing", "status", "params", "fwd_macs", "train_flops", "peak_mem_train_bytes",
+    "est_peak_mem_train_bytes", "opt_state_bytes", "peak_mem_infer_bytes", "train_step_s",
+    "train_step_iqr_s", "infer_s", "train_voxels_per_s",
+)  # fmt: skip
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the ``profile`` subcommand."""
+    p = subparsers.add_parser(
+        "profile",
+        help="measure memory, FLOPs and speed of a U-Net, with and without checkpointing",
+        description="Profile a U-Net config: one record per checkpointing policy.",
+    )
+    _cli.add_config_arguments(p)
+    p.add_argument("--shape", default="32,64,64", help="spatial input D,H,W (or H,W in 2D)")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument(
+        "--checkpointing",
+        default="none,blocks",
+        help="comma-separated policies: none, blocks, top_units (default none,blocks)",
+    )
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
+    p.add_argument("--rounds", type=int, default=5, help="timed steps at most (default 5)")
+    p.add_argument("--max-seconds", type=float, default=None, help="time budget per step kind")
+    p.add_argument("--no-timing", action="store_true", help="skip timing (memory and FLOPs only)")
+    p.add_argument("--out", help="write the records to FILE.csv, .parquet or .json")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Profile, print the table, optionally write the records; 1 if no row succeeded."""
+    from tqdm import tqdm
+
+    from unetbench.profiler import planned_steps, profile
+
+    out = _cli.check_out(args.out)
+    config = _cli.config_from_args(args)
+    shape = _cli.parse_shape(args.shape)
+    assert shape is not None
+    policies = _cli.parse_list(args.checkpointing, "--checkpointing")
+    total = planned_steps(len(policies), warmup=args.warmup, rounds=args.rounds)
+    with tqdm(total=total, desc="profiling", unit="step", file=sys.stderr, leave=False) as bar:
+        frame = profile(
+            config,
+            shape,
+            batch_size=args.batch,
+            checkpointing=policies,
+            device=args.device,
+            warmup=args.warmup,
+            rounds=args.rounds,
+            max_seconds=args.max_seconds,
+            timing=not args.no_timing,
+            progress=bar.update,
+        )
+    first = frame.iloc[0]
+    print(
+        f"U-Net {config.to_json()}\ninput {first['batch_size']}x{config.in_channels}x"
+        f"{first['input_shape']} -> output {first['output_shape']} on {first['device']} "
+        f"({first['device_name']})"
+    )
+    print(_cli.readable(frame, _SHOWN))
+    for _, row in frame[frame["status"] != "ok"].iterrows():
+        print(f"{row['checkpointing']}: {row['status']}: {row['reason']}")
+    if out is not None:
+        _cli.write_frame(frame, out)
+        print(f"wrote {len(frame)} records to {out}")
+    return 0 if (frame["status"] == "ok").any() else 1

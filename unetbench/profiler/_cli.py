@@ -1,0 +1,165 @@
+"""Argument handling shared by ``unetbench profile`` and ``unetbench plan``.
+
+Turns ``--config``/``--set``/``--shape``/``--checkpointing``/``--out`` into validated values
+(raising ConfigError/UsageError with one line naming the bad value) and renders records as a
+readable table with units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from unetbench._errors import ConfigError, UsageError
+
+__all__ = [
+    "add_config_arguments",
+    "config_from_args",
+    "parse_list",
+    "parse_shape",
+    "readable",
+    "write_frame",
+]
+
+OUT_SUFFIXES = (".csv", ".parquet", ".json")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config FILE.json`` and repeatable ``--set key=value``."""
+    parser.add_argument("--config", metavar="FILE.json", help="UNetConfig as a JSON object")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a config field, e.g. --set n_blocks=4 --set planar_blocks=0,1 (repeatable)",
+    )
+
+
+def _value(key: str, text: str) -> Any:
+    """Read a --set value: JSON (numbers, true/false, lists), a comma list of ints, or text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if key == "planar_blocks":
+        try:
+            return [int(p) for p in text.split(",") if p.strip()]
+        except ValueError:
+            raise UsageError(f"--set planar_blocks={text!r}: expected e.g. 0,1 or [0, 1]") from None
+    return text
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """Build the UNetConfig of ``--config`` and ``--set`` (``--set`` wins)."""
+    from unetbench.config import UNetConfig
+
+    data: dict[str, Any] = {}
+    if args.config:
+        path = Path(args.config)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read --config {path}: {exc.strerror or exc}") from None
+        data = UNetConfig.from_json(text).to_dict()
+    for item in args.overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+        data[key] = _value(key, text)
+    return UNetConfig.from_dict(data)
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    """Read ``"32,64,64"`` (or ``"32x64x64"``) as a tuple of positive ints."""
+    if text is None:
+        return None
+    parts = text.replace("x", ",").split(",")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        raise UsageError(
+            f"--shape {text!r}: expected sizes like 32,64,64 (or 64,64 in 2D)"
+        ) from None
+    if any(s <= 0 for s in shape):
+        raise ConfigError(f"--shape {text!r}: sizes must be positive")
+    return shape
+
+
+def parse_list(text: str, option: str) -> tuple[str, ...]:
+    """Read a comma-separated list (e.g. ``--checkpointing none,blocks``)."""
+    items = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not items:
+        raise UsageError(f"{option} needs at least one value, got {text!r}")
+    return items
+
+
+def check_out(path: str | None) -> Path | None:
+    """Validate the ``--out`` suffix before any work is done."""
+    if path is None:
+        return None
+    out = Path(path)
+    if out.suffix.lower() not in OUT_SUFFIXES:
+        raise UsageError(f"--out {path!r}: use a file ending in {', '.join(OUT_SUFFIXES)}")
+    return out
+
+
+def write_frame(frame: pd.DataFrame, out: Path) -> None:
+    """Write records as CSV, Parquet or JSON (records orientation) by file suffix."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    suffix = out.suffix.lower()
+    if suffix == ".csv":
+        frame.to_csv(out, index=False)
+    elif suffix == ".parquet":
+        frame.to_parquet(out, index=False)
+    else:
+        frame.to_json(out, orient="records", indent=1)
+
+
+def _fmt(value: Any, scale: float, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{float(value) / scale:,.{digits}f}"
+
+
+_UNITS: dict[str, tuple[str, float, int]] = {
+    # column -> (header, divisor, decimals)
+    "params": ("params", 1, 0),
+    "fwd_macs": ("fwd GMAC", 1e9, 2),
+    "train_flops": ("train GFLOP", 1e9, 2),
+    "peak_mem_train_bytes": ("train MiB", 2**20, 1),
+    "est_peak_mem_train_bytes": ("est train MiB", 2**20, 1),
+    "opt_state_bytes": ("opt MiB", 2**20, 1),
+    "peak_mem_infer_bytes": ("infer MiB", 2**20, 1),
+    "train_step_s": ("train ms", 1e-3, 1),
+    "train_step_iqr_s": ("±IQR ms", 1e-3, 1),
+    "infer_s": ("infer ms", 1e-3, 1),
+    "train_voxels_per_s": ("train Mvox/s", 1e6, 3),
+    "est_total": ("", 1, 0),
+    "total_bytes": ("total MiB", 2**20, 1),
+    "budget_bytes": ("budget MiB", 2**20, 1),
+}
+
+
+def readable(frame: pd.DataFrame, columns: tuple[str, ...]) -> str:
+    """Render chosen columns of records as an aligned text table with units in the headers."""
+    table = {}
+    for col in columns:
+        if col not in frame:
+            continue
+        if col in _UNITS:
+            header, scale, digits = _UNITS[col]
+            table[header] = [_fmt(v, scale, digits) for v in frame[col]]
+        else:
+            table[col] = [str(v) for v in frame[col]]
+    return pd.DataFrame(table).to_string(index=False)
