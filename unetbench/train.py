@@ -1,0 +1,199 @@
+"""Train one U-Net configuration briefly and measure its validation Dice and IoU.
+
+This is the accuracy half of a sweep trial. It is built to be comparable across configs:
+the same seed gives the same patches, the same initial weights and (on CPU, stopping by
+``steps``) the same Dice; divergence is reported as a status instead of an exception, so a
+sweep can record it; and all tensors are released at the end, so trials do not leak memory
+into each other.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from unetbench._errors import ConfigError, UsageError
+from unetbench.config import UNetConfig
+from unetbench.data.metrics import OverlapCounts
+from unetbench.data.patches import PatchSampler, predict_volume
+from unetbench.data.volumes import SegmentationData
+from unetbench.model import UNet
+
+__all__ = ["TrainResult", "soft_dice_loss", "train_and_evaluate"]
+
+log = logging.getLogger(__name__)
+
+_LOSS_WINDOW = 10  # train_loss is the mean of the last this-many steps
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of one short training run.
+
+    ``val_dice``/``val_iou`` are for the foreground class (mean over classes 1..C-1 when the
+    labels have more than two classes), pooled over every voxel of the validation volumes.
+    A diverged run gets 0.0 for both: its model is useless, and a number (not NaN) keeps it
+    a valid objective value. ``train_s`` counts training steps only, not validation.
+    """
+
+    val_dice: float
+    val_iou: float
+    train_loss: float
+    steps_done: int
+    train_s: float
+    status: str  # 'ok' | 'diverged'
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice of the foreground classes (softmax probabilities), pooled over the batch."""
+    probs = torch.softmax(logits, dim=1)[:, 1:]
+    onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1)[:, 1:].to(probs.dtype)
+    dims = (0, *range(2, probs.ndim))
+    inter = (probs * onehot).sum(dims)
+    denom = probs.sum(dims) + onehot.sum(dims)
+    return 1.0 - ((2 * inter + eps) / (denom + eps)).mean()
+
+
+def _device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise UsageError(
+            f"device={device!r} is not a torch device (allowed: 'cpu', 'cuda')"
+        ) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device={device!r} but CUDA is not available (allowed: 'cpu')")
+    return dev
+
+
+def _check(config: UNetConfig, data: SegmentationData, patch: tuple[int, ...]) -> None:
+    if len(patch) != config.dim:
+        raise ConfigError(
+            f"patch_shape={list(patch)} has {len(patch)} axes but dim={config.dim} "
+            f"(allowed: {config.dim} sizes)"
+        )
+    if config.in_channels != data.channels:
+        raise ConfigError(
+            f"in_channels={config.in_channels} but the data has {data.channels} channel(s)"
+        )
+    if config.out_channels < data.n_classes:
+        raise ConfigError(
+            f"out_channels={config.out_channels} but the labels have {data.n_classes} classes "
+            f"(allowed: out_channels >= {data.n_classes})"
+        )
+    config.check_input_shape(patch)
+
+
+def train_and_evaluate(
+    config: UNetConfig,
+    data: SegmentationData,
+    *,
+    patch_shape: Sequence[int],
+    batch_size: int,
+    steps: int,
+    seconds: float | None = None,
+    lr: float = 1e-3,
+    dice_loss: bool = False,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> TrainResult:
+    """Train ``config`` on ``data`` with Adam for ``steps`` steps or ``seconds``, then validate.
+
+    Loss: cross-entropy, plus :func:`soft_dice_loss` if ``dice_loss``. Training stops at
+    ``steps`` or after ``seconds`` of training, whichever comes first (a time limit makes the
+    step count, and so the Dice, depend on machine speed). A non-finite loss stops training
+    with status ``'diverged'``. Raises ConfigError if the patch does not suit the config or
+    data, UsageError for a bad device or budget.
+    """
+    patch = tuple(int(s) for s in patch_shape)
+    if steps < 1 or batch_size < 1 or (seconds is not None and seconds <= 0):
+        raise UsageError(
+            f"steps={steps}, batch_size={batch_size}, seconds={seconds}: "
+            "steps and batch_size must be >= 1 and seconds > 0 or None"
+        )
+    dev = _device(device)
+    _check(config, data, patch)
+    det_before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(seed)
+    model: torch.nn.Module | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    try:
+        model = UNet.from_config(config).to(dev)
+        out = tuple(int(s) for s in config.output_shape(patch))
+        sampler = PatchSampler(data.train, patch, out, rng=np.random.default_rng(seed))
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        model.train()
+        losses: list[float] = []
+        status, reason = "ok", ""
+        start = time.perf_counter()
+        for step in range(1, steps + 1):
+            if seconds is not None and time.perf_counter() - start >= seconds:
+                break
+            x, y = sampler.sample(batch_size)
+            logits = model(torch.from_numpy(x).to(dev))
+            target = torch.from_numpy(y).to(dev)
+            loss = F.cross_entropy(logits, target)
+            if dice_loss:
+                loss = loss + soft_dice_loss(logits, target)
+            value = float(loss.item())
+            if not math.isfinite(value):
+                status, reason = "diverged", f"loss became {value} at step {step} (lr={lr:g})"
+                log.info("training diverged: %s", reason)
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(value)
+        train_s = time.perf_counter() - start
+        steps_done = len(losses)
+        train_loss = float(np.mean(losses[-_LOSS_WINDOW:])) if losses else float("nan")
+        if status == "diverged":
+            return TrainResult(0.0, 0.0, float("nan"), steps_done, train_s, status, reason)
+        dice, iou = evaluate(model, data, patch, out, n_classes=config.out_channels)
+        log.debug("trained %d steps in %.1f s: dice %.3f", steps_done, train_s, dice)
+        return TrainResult(dice, iou, train_loss, steps_done, train_s, status, reason)
+    finally:
+        del model, optimizer
+        gc.collect()
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        torch.use_deterministic_algorithms(det_before)
+
+
+def evaluate(
+    model: torch.nn.Module,
+    data: SegmentationData,
+    patch_shape: Sequence[int],
+    out_shape: Sequence[int],
+    *,
+    n_classes: int = 2,
+) -> tuple[float, float]:
+    """Foreground Dice and IoU of ``model`` over all validation volumes (tiled prediction)."""
+    dev = next(model.parameters()).device
+    model.eval()
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            logits = model(torch.from_numpy(batch).to(dev))
+        return logits.argmax(dim=1).cpu().numpy()
+
+    counts = [OverlapCounts() for _ in range(1, max(2, n_classes))]
+    for vol in data.val:
+        pred = predict_volume(predict, vol, patch_shape, out_shape)
+        for cls, c in enumerate(counts, start=1):
+            c.update(pred == cls, vol.label == cls)
+    return float(np.mean([c.dice for c in counts])), float(np.mean([c.iou for c in counts]))
