@@ -2,26 +2,52 @@
 
 :func:`compare_records` compares two record tables (deterministic metrics exactly, measured
 ones within a tolerance); :func:`load_records` reads CSV, Parquet, JSON, pytest-benchmark JSON
-and the baseline files of the ``unetbench`` pytest plugin.
+and the baseline files of the ``unetbench`` pytest plugin. Names are imported on first use so
+that loading the pytest plugin (``unetbench.gate.pytest_plugin``) does not import pandas.
 """
 
 from __future__ import annotations
 
-from unetbench.gate._load import load_records, records_from_json
-from unetbench.gate.compare import (
-    DEFAULT_TOLERANCE,
-    EXACT_METRICS,
-    ComparisonResult,
-    compare_records,
-    metric_columns,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from unetbench.gate._load import load_records, records_from_json
+    from unetbench.gate.baseline import Baseline, deterministic_metrics
+    from unetbench.gate.compare import (
+        DEFAULT_TOLERANCE,
+        EXACT_METRICS,
+        ComparisonResult,
+        compare_records,
+        metric_columns,
+    )
+
+_LAZY = {
+    "load_records": "unetbench.gate._load",
+    "records_from_json": "unetbench.gate._load",
+    "Baseline": "unetbench.gate.baseline",
+    "deterministic_metrics": "unetbench.gate.baseline",
+    "DEFAULT_TOLERANCE": "unetbench.gate.compare",
+    "EXACT_METRICS": "unetbench.gate.compare",
+    "ComparisonResult": "unetbench.gate.compare",
+    "compare_records": "unetbench.gate.compare",
+    "metric_columns": "unetbench.gate.compare",
+}
 
 __all__ = [
     "DEFAULT_TOLERANCE",
     "EXACT_METRICS",
+    "Baseline",
     "ComparisonResult",
     "compare_records",
+    "deterministic_metrics",
     "load_records",
     "metric_columns",
     "records_from_json",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'unetbench.gate' has no attribute {name!r}")

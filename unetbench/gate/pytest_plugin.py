@@ -1,3 +1,242 @@
-"""pytest plugin that gates a U-Net's cost against a committed baseline (fixtures added later)."""
+"""pytest plugin: gate your U-Net variants' cost against a baseline file in your own CI.
+
+Installed with unetbench (entry point ``pytest11: unetbench``). It adds the ``unet_gate``
+fixture and these options (or ini keys):
+
+``--unetbench-baseline PATH`` (ini ``unetbench_baseline``, default ``unetbench-baseline.json``
+in the rootdir), ``--unetbench-update-baseline`` (record instead of check; the file is written
+at the end of the session), ``--unetbench-ratio-tolerance`` (ini ``unetbench_ratio_tolerance``,
+default 0.2: how much worse a timing ratio may get).
+
+Deterministic metrics (parameters, MACs, FLOPs, fake-estimated memory) are compared exactly.
+Timings are compared only as ratios measured in the same run (your step against a reference
+step), because CI machines are shared and absolute seconds are noise. Nothing here runs unless
+a test uses the fixture: the plugin imports only pytest at start-up.
+"""
 
 from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from unetbench.gate.baseline import Baseline
+
+__all__ = ["UNetGate", "time_ratio"]
+
+_STASH: pytest.StashKey[_Session] = pytest.StashKey()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("unetbench", "unetbench cost gate")
+    group.addoption(
+        "--unetbench-baseline",
+        default=None,
+        metavar="PATH",
+        help="baseline JSON the unet_gate fixture checks against "
+        "(default: ini unetbench_baseline or unetbench-baseline.json in the rootdir)",
+    )
+    group.addoption(
+        "--unetbench-update-baseline",
+        action="store_true",
+        default=False,
+        help="record the unet_gate measurements into the baseline instead of checking them",
+    )
+    group.addoption(
+        "--unetbench-ratio-tolerance",
+        type=float,
+        default=None,
+        metavar="TOL",
+        help="relative tolerance of timing ratios (default 0.2)",
+    )
+    parser.addini(
+        "unetbench_baseline",
+        "baseline JSON of the unet_gate fixture",
+        default="unetbench-baseline.json",
+    )
+    parser.addini("unetbench_ratio_tolerance", "relative tolerance of timing ratios", default="0.2")
+
+
+class _Session:
+    """Per-session state: the baseline (loaded on first use) and whether to update it."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        option = config.getoption("unetbench_baseline")
+        path = (
+            Path(option) if option else config.rootpath / str(config.getini("unetbench_baseline"))
+        )
+        self.path = path
+        self.update = bool(config.getoption("unetbench_update_baseline"))
+        tol = config.getoption("unetbench_ratio_tolerance")
+        self.ratio_tolerance = float(
+            tol if tol is not None else config.getini("unetbench_ratio_tolerance")
+        )
+        self._baseline: Baseline | None = None
+        self.recorded = 0
+
+    @property
+    def baseline(self) -> Baseline:
+        if self._baseline is None:
+            from unetbench.gate.baseline import Baseline
+
+            self._baseline = Baseline.load(self.path)
+        return self._baseline
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_STASH] = _Session(config)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash.get(_STASH, None)
+    if state is not None and state.update and state.recorded:
+        state.baseline.save()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    state = config.stash.get(_STASH, None)
+    if state is not None and state.update and state.recorded:
+        terminalreporter.write_line(
+            f"unetbench: recorded {state.recorded} gate entries into {state.path}"
+        )
+
+
+def time_ratio(
+    candidate: Callable[[], object],
+    reference: Callable[[], object],
+    *,
+    rounds: int = 5,
+    warmup: int = 1,
+) -> float:
+    """Median time of ``candidate`` over median time of ``reference``, run alternately so
+    both see the same machine load."""
+    if rounds < 1 or warmup < 0:
+        raise ValueError(f"need rounds >= 1 and warmup >= 0, but got ({rounds=}, {warmup=})")
+    for _ in range(warmup):
+        candidate()
+        reference()
+    cand: list[float] = []
+    ref: list[float] = []
+    for _ in range(rounds):
+        for fn, out in ((candidate, cand), (reference, ref)):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return statistics.median(cand) / statistics.median(ref)
+
+
+class UNetGate:
+    """What the ``unet_gate`` fixture returns; each check fails the calling test on regression.
+
+    Entry names must be unique in the baseline file; use one per (variant, setting).
+    """
+
+    def __init__(self, state: _Session) -> None:
+        self._state = state
+
+    @property
+    def updating(self) -> bool:
+        """True under ``--unetbench-update-baseline`` (checks record instead of compare)."""
+        return self._state.update
+
+    def check_config(
+        self,
+        name: str,
+        config_or_model: Any,
+        input_shape: Iterable[int],
+        *,
+        batch_size: int = 1,
+        checkpointing: str = "none",
+    ) -> dict[str, int]:
+        """Count params, ``fwd_macs``, ``fwd_flops``, ``train_flops`` and
+        ``est_peak_mem_train_bytes`` of a UNetConfig or unetbench UNet; compare them exactly."""
+        from unetbench import UNetConfig, UsageError
+        from unetbench.gate.baseline import deterministic_metrics
+
+        cfg = getattr(config_or_model, "config", config_or_model)
+        if not isinstance(cfg, UNetConfig):
+            raise UsageError(
+                f"check_config needs a UNetConfig or a unetbench UNet, but got {type(cfg)!r}; "
+                "use check_metrics for other models"
+            )
+        shape = tuple(input_shape)
+        metrics = deterministic_metrics(config_or_model, shape, batch_size, checkpointing)
+        setting = {
+            **cfg.to_dict(),
+            "input_shape": list(shape),
+            "batch_size": batch_size,
+            "checkpointing": checkpointing,
+        }
+        self.check_metrics(name, metrics, setting=setting)
+        return metrics
+
+    def check_time_ratio(
+        self,
+        name: str,
+        candidate: Callable[[], object],
+        reference: Callable[[], object],
+        *,
+        rounds: int = 5,
+        warmup: int = 1,
+        max_ratio: float | None = None,
+    ) -> float:
+        """Time ``candidate`` against ``reference`` in this run; fail if the ratio got worse
+        than the baseline's by more than the ratio tolerance, or exceeds ``max_ratio``."""
+        ratio = time_ratio(candidate, reference, rounds=rounds, warmup=warmup)
+        if max_ratio is not None and ratio > max_ratio:
+            pytest.fail(
+                f"unetbench gate {name!r}: time ratio {ratio:.3f} > max_ratio {max_ratio}",
+                pytrace=False,
+            )
+        self.check_metrics(
+            name, {"time_ratio": ratio}, tolerances={"time_ratio": self._state.ratio_tolerance}
+        )
+        return ratio
+
+    def check_metrics(
+        self,
+        name: str,
+        metrics: Mapping[str, float],
+        *,
+        tolerances: Mapping[str, float] | None = None,
+        setting: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Compare any metrics with entry ``name``: the deterministic ones exactly, others
+        (names ending in ``_ratio``, ``_s``, ``_bytes``) within ``tolerances`` or the ratio
+        tolerance."""
+        state = self._state
+        baseline = state.baseline
+        if state.update:
+            baseline.set(name, metrics, setting or {})
+            state.recorded += 1
+            return
+        if name not in baseline.entries:
+            where = "has no entry" if baseline.exists else "does not exist, so it has no entry"
+            pytest.fail(
+                f"unetbench gate: baseline {state.path} {where} {name!r}; record it with "
+                "pytest --unetbench-update-baseline and commit the file",
+                pytrace=False,
+            )
+        result = baseline.compare(
+            name, metrics, tolerances, default_tolerance=state.ratio_tolerance
+        )
+        if not result.passed:
+            note = baseline.environment_note()
+            pytest.fail(
+                f"unetbench gate {name!r} regressed against {state.path}:\n{result.format()}"
+                + (f"\n{note}" if note else "")
+                + "\nIf the change is intended, run pytest --unetbench-update-baseline and "
+                "commit the baseline.",
+                pytrace=False,
+            )
+
+
+@pytest.fixture
+def unet_gate(request: pytest.FixtureRequest) -> UNetGate:
+    """Gate a U-Net's cost against the baseline file (see the module docstring)."""
+    return UNetGate(request.config.stash[_STASH])
