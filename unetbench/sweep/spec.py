@@ -81,6 +81,8 @@ _TOP_KEYS = {
 }
 _TRAIN_KEYS = {"patch_shape", "batch_size", "steps", "seconds", "lr", "dice_loss", "device"}
 _PROFILE_KEYS = {"checkpointing", "options"}
+# Keyword options of unetbench.profiler.profile a study may set (timing effort, what to measure).
+_PROFILE_OPTIONS = {"warmup", "rounds", "max_seconds", "timing", "measure_memory", "count_flops"}
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 _UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
 
@@ -138,6 +140,7 @@ class StudySpec:
         from unetbench.sweep.space import validate_space
 
         validate_space(spec)
+        _validate_parts(spec)
         return spec
 
 
@@ -212,6 +215,27 @@ def _parse(raw: Mapping[str, Any], src: str) -> StudySpec:
         sampler_options=sampler,
         source=src,
     )
+
+
+def _validate_parts(spec: StudySpec) -> None:
+    """Check the [data] table, checkpointing modes and profiler options with their owners."""
+    from unetbench.data import DataSpec
+    from unetbench.profiler import policy_names
+
+    src = spec.source
+    try:
+        DataSpec.from_dict(spec.data)
+    except ConfigError as exc:
+        raise ConfigError(f"{src}: {exc}") from None
+    known = policy_names()
+    for mode in spec.checkpointing:
+        if mode not in known:
+            raise ConfigError(f"{src}: profile.checkpointing mode {mode!r} unknown; modes: {known}")
+    bad = sorted(set(spec.profile_options) - _PROFILE_OPTIONS)
+    if bad:
+        raise ConfigError(
+            f"{src}: unknown key profile.options.{bad[0]}; allowed: {sorted(_PROFILE_OPTIONS)}"
+        )
 
 
 def _no_unknown(

@@ -1,0 +1,261 @@
+"""Sweep mechanics with a cheap deterministic evaluator: outcomes, reuse, storage, export.
+
+:class:`FakeEvaluator` stands in for training and profiling (it is also used by
+test_sweep_reliability.py), so these tests exercise Optuna and the storages, not torch.
+The end-to-end test with real training is in test_sweep_end_to_end.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from unetbench import ConfigError
+from unetbench.sweep import StudySpec, run_sweep, trials_frame
+from unetbench.sweep.spec import tomllib
+
+FAKE_SPEC = """
+name = "fake"
+n_trials = 10
+seed = 3
+memory_budget = "50MB"
+[search]
+up_mode = ["transpose", "resizeconv_nearest"]
+merge_mode = ["concat", "add"]
+normalization = ["batch", "none"]
+start_filts = [4, 8, 32, 64]
+attention = [false, true]
+[fixed]
+n_blocks = 2
+[data]
+kind = "synthetic"
+[train]
+patch_shape = [8, 32, 32]
+batch_size = 1
+steps = 2
+[profile]
+checkpointing = ["none", "blocks"]
+[objectives]
+val_dice = "maximize"
+peak_mem_train_bytes = "minimize"
+[sampler]
+name = "nsga2"
+population_size = 4
+"""
+
+
+class FakeEvaluator:
+    """Deterministic stand-in for training and profiling, with every kind of outcome.
+
+    start_filts=64 does not fit the budget, 32 only with checkpointing; normalization='none'
+    diverges; attention with start_filts=8 runs out of memory while training. ``delay``
+    seconds per training, and a marker file per training start in ``marker_dir``.
+    """
+
+    def __init__(self, delay: float = 0.0, marker_dir: str | None = None) -> None:
+        self.delay = delay
+        self.marker_dir = marker_dir
+        self.trained: list[str] = []
+
+    def load_data(self, spec: StudySpec) -> Any:
+        return "data"
+
+    def estimate_memory(self, spec: StudySpec, config: Any, mode: str) -> dict[str, int]:
+        peak = config.start_filts * 1_000_000 * (2 if mode == "none" else 1)
+        return {"est_peak_mem_train_bytes": peak, "est_total_train_bytes": peak + 1000}
+
+    def train(self, spec: StudySpec, config: Any, data: Any) -> dict[str, Any]:
+        key = json.dumps(config.to_dict(), sort_keys=True)
+        self.trained.append(key)
+        if self.marker_dir is not None:
+            Path(self.marker_dir, f"train-{time.monotonic_ns()}").touch()
+        time.sleep(self.delay)
+        if config.attention and config.start_filts == 8:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        dice = int(hashlib.sha256(key.encode()).hexdigest()[:6], 16) % 1000 / 1000
+        if config.normalization == "none":
+            nan = float("nan")
+            return {"val_dice": 0.0, "val_iou": 0.0, "train_loss": nan, "steps_done": 1,
+                    "train_s": 0.0, "status": "diverged", "reason": "loss is nan"}  # fmt: skip
+        return {"val_dice": dice, "val_iou": dice / 2, "train_loss": 1 - dice, "steps_done": 2,
+                "train_s": self.delay, "status": "ok", "reason": ""}  # fmt: skip
+
+    def profile(self, spec: StudySpec, config: Any) -> list[dict[str, Any]]:
+        return [
+            {
+                "checkpointing": m,
+                "status": "ok",
+                "reason": "",
+                "peak_mem_train_bytes": self.estimate_memory(spec, config, m)[
+                    "est_peak_mem_train_bytes"
+                ],
+                "train_voxels_per_s": 1e6 / config.start_filts,
+                "train_step_s": 0.01,
+            }
+            for m in spec.checkpointing
+        ]
+
+
+def fake_spec(**changes: Any) -> StudySpec:
+    raw = tomllib.loads(FAKE_SPEC)
+    raw.update(changes)
+    return StudySpec.from_dict(raw, source="<fake>")
+
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, FakeEvaluator]:
+    results = tmp_path_factory.mktemp("fake")
+    spec = fake_spec(n_trials=14)
+    (results / "fake").mkdir()
+    study = optuna.create_study(
+        study_name="fake",
+        storage=f"sqlite:///{results / 'fake' / 'study.db'}",
+        directions=spec.directions,
+    )
+    # One trial of each outcome, then a duplicate; the sampler proposes the rest.
+    base = {"up_mode": "transpose", "merge_mode": "concat", "normalization": "batch",
+            "start_filts": 4, "attention": False}  # fmt: skip
+    for change in ({"up_mode": "resizeconv_nearest", "merge_mode": "add"}, {"start_filts": 64},
+                   {"start_filts": 8, "attention": True}, {"normalization": "none"}, {},
+                   {"start_filts": 32}, {}):  # fmt: skip
+        study.enqueue_trial({**base, **change})
+    evaluator = FakeEvaluator()
+    run_sweep(spec, results_dir=results, evaluator=evaluator, show_progress=False)
+    return results, evaluator
+
+
+def load(results: Path, name: str = "fake") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{results / name / 'study.db'}")
+
+
+def test_every_outcome_is_complete_and_feasibility_is_a_constraint(fake_run: Any) -> None:
+    results, _ = fake_run
+    trials = load(results).get_trials()
+    assert len(trials) == 14
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    for t in trials:
+        a = t.user_attrs
+        cfg = (a["up_mode"], a["merge_mode"], a["normalization"], a["start_filts"], a["attention"])
+        if cfg[0] != "transpose" and cfg[1] == "add":
+            expected = "illegal"
+        elif cfg[3] == 64:
+            expected = "oom"  # the estimate is over budget in every mode
+        elif cfg[4] and cfg[3] == 8:
+            expected = "oom"  # out of memory while training
+        elif cfg[2] == "none":
+            expected = "diverged"
+        else:
+            expected = "ok"
+        assert a["status"] == expected, (t.number, cfg, a["reason"])
+        assert a["feasible"] == (expected == "ok")
+        assert (max(t.constraints.values()) <= 0) == (expected == "ok")
+        assert expected == "ok" or a["reason"]
+        assert all(v == v and abs(v) < float("inf") for v in t.values)  # finite, never NaN
+
+
+def test_over_budget_trial_is_decided_by_the_estimate_alone(fake_run: Any) -> None:
+    results, evaluator = fake_run
+    trials = load(results).get_trials()
+    big = [t for t in trials if t.user_attrs["start_filts"] == 64 and "estimate_s" in t.user_attrs]
+    assert big, "the sampler never tried start_filts=64; change the seed"
+    for t in big:
+        assert t.user_attrs["constraints"][0] > 0
+        assert "val_dice" not in t.user_attrs
+        assert set(t.user_attrs) >= {"est_total_train_bytes__blocks", "estimate_s"}
+    assert not any('"start_filts": 64' in k for k in evaluator.trained)
+
+
+def test_cheapest_fitting_checkpointing_mode_is_chosen(fake_run: Any) -> None:
+    results, _ = fake_run
+    chosen = set()
+    for t in load(results).get_trials():
+        a = t.user_attrs
+        if a["status"] != "ok":
+            continue
+        chosen.add(a["checkpointing"])
+        none_fits = a["start_filts"] * 2_000_000 + 1000 <= 50_000_000
+        assert a["checkpointing"] == ("none" if none_fits else "blocks")
+        assert a["peak_mem_train_bytes"] == a[f"peak_mem_train_bytes__{a['checkpointing']}"]
+    assert chosen == {"none", "blocks"}, "change the seed so that both cases occur"
+
+
+def test_a_config_is_trained_once_and_its_result_reused(fake_run: Any) -> None:
+    results, evaluator = fake_run
+    trials = load(results).get_trials()
+    assert len(evaluator.trained) == len(set(evaluator.trained))
+    reused = [t for t in trials if "reused_from" in t.user_attrs]
+    assert reused, "no duplicate config was proposed; use more trials"
+    by_number = {t.number: t for t in trials}
+    for t in reused:
+        source = by_number[t.user_attrs["reused_from"]]
+        assert t.user_attrs["config_key"] == source.user_attrs["config_key"]
+        assert t.values == source.values
+        assert "reused_from" not in source.user_attrs
+
+
+def test_trials_parquet_has_one_flat_row_per_trial(fake_run: Any) -> None:
+    results, _ = fake_run
+    frame = pd.read_parquet(results / "fake" / "trials.parquet")
+    assert list(frame["trial_number"]) == list(range(14))
+    for col in ("trial_state", "feasible", "status", "reason", "val_dice", "up_mode",
+                "planar_blocks", "checkpointing", "peak_mem_train_bytes", "trial_s"):  # fmt: skip
+        assert col in frame.columns
+    assert set(frame["trial_state"]) == {"COMPLETE"}
+    assert frame["feasible"].dtype == bool
+    ok = frame[frame["status"] == "ok"]
+    assert ok["val_dice"].notna().all() and ok["feasible"].all()
+
+
+def test_user_attrs_are_strict_json(fake_run: Any) -> None:
+    results, _ = fake_run
+    for t in load(results).get_trials():
+        json.dumps(t.user_attrs, allow_nan=False)  # optuna-dashboard parses them in a browser
+
+
+def test_same_seed_gives_same_sequence_of_configs(tmp_path: Path) -> None:
+    runs = []
+    for sub in ("a", "b"):
+        run_sweep(fake_spec(n_trials=8), results_dir=tmp_path / sub, evaluator=FakeEvaluator(),
+                  show_progress=False)  # fmt: skip
+        runs.append([(t.params, t.values) for t in load(tmp_path / sub).get_trials()])
+    assert runs[0] == runs[1]
+    other = tmp_path / "c"
+    run_sweep(fake_spec(n_trials=8, seed=4), results_dir=other, evaluator=FakeEvaluator(),
+              show_progress=False)  # fmt: skip
+    assert [p for p, _ in runs[0]] != [t.params for t in load(other).get_trials()]
+
+
+def test_resume_runs_only_the_missing_trials(tmp_path: Path) -> None:
+    evaluator = FakeEvaluator()
+    first = run_sweep(fake_spec(n_trials=3), results_dir=tmp_path, evaluator=evaluator,
+                      show_progress=False)  # fmt: skip
+    again = run_sweep(fake_spec(n_trials=5), results_dir=tmp_path, evaluator=evaluator,
+                      show_progress=False)  # fmt: skip
+    assert (first.n_complete, again.n_complete) == (3, 5)
+    assert len(load(tmp_path).get_trials()) == 5
+    done = run_sweep(fake_spec(n_trials=5), results_dir=tmp_path, evaluator=evaluator,
+                     show_progress=False)  # fmt: skip
+    assert done.n_complete == 5 and len(load(tmp_path).get_trials()) == 5
+
+
+def test_resuming_with_a_changed_spec_is_refused(tmp_path: Path) -> None:
+    run_sweep(fake_spec(n_trials=1), results_dir=tmp_path, evaluator=FakeEvaluator(),
+              show_progress=False)  # fmt: skip
+    changed = tomllib.loads(FAKE_SPEC)
+    changed["train"]["steps"] = 3
+    with pytest.raises(ConfigError, match="different spec"):
+        run_sweep(StudySpec.from_dict(changed, "<fake>"), results_dir=tmp_path,
+                  evaluator=FakeEvaluator(), show_progress=False)  # fmt: skip
+
+
+def test_trials_frame_of_empty_study_has_the_leading_columns() -> None:
+    study = optuna.create_study()
+    assert {"trial_number", "trial_state", "val_dice"} <= set(trials_frame(study).columns)
