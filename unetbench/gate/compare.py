@@ -197,7 +197,9 @@ def _fmt(value: object) -> str:
 
 def _pct(value: object) -> str:
     number = _num(value)
-    return "" if math.isnan(number) else f"{number:+.2f}%"
+    if math.isnan(number):
+        return ""
+    return f"{number:+.1e}%" if 0 < abs(number) < 0.005 else f"{number:+.2f}%"
 
 
 def _tol(value: object) -> str:
