@@ -1,0 +1,148 @@
+"""Peak training memory: tracked CPU tensors, the fake-tensor estimate and the CUDA path agree."""
+
+from __future__ import annotations
+
+import resource
+from typing import Any
+
+import pytest
+import torch
+
+from unetbench import UNetConfig
+from unetbench.profiler import _step, estimate_train_memory, memory
+from unetbench.profiler.policies import CheckpointPolicy, get_policy
+
+MiB = 2**20
+
+# (config kwargs, spatial input shape, batch size)
+CASES: list[tuple[dict[str, Any], tuple[int, ...], int]] = [
+    (dict(n_blocks=1, start_filts=4), (8, 8, 8), 1),
+    (dict(n_blocks=2, start_filts=4), (8, 16, 16), 2),
+    (dict(n_blocks=3, start_filts=4, planar_blocks=(0,)), (4, 16, 16), 1),
+    (dict(n_blocks=2, start_filts=4, attention=True, up_mode="resizeconv_linear"), (8, 8, 8), 1),
+    (dict(n_blocks=2, start_filts=4, merge_mode="add", normalization="instance"), (8, 8, 8), 1),
+    (dict(n_blocks=2, start_filts=4, conv_mode="valid"), (20, 20, 20), 1),
+    (dict(n_blocks=3, start_filts=4, dim=2, out_channels=1), (16, 16), 2),
+]
+POLICIES = ("none", "blocks", "top_units")
+
+
+def _tracked_cpu_peak(cfg: UNetConfig, shape: tuple[int, ...], batch: int, name: str) -> int:
+    torch.manual_seed(0)
+    model = _step.build_model(cfg)
+    model.train()
+    x, target = _step.make_batch(cfg, _step.resolve_shape(cfg, shape, batch))
+    policy = get_policy(name)
+    return memory.tracked_peak_bytes(lambda: _step.train_step(model, policy, x, target), model)
+
+
+@pytest.mark.parametrize(("kwargs", "shape", "batch"), CASES)
+def test_tracked_cpu_peak_equals_fake_estimate_and_checkpointing_lowers_it(
+    kwargs: dict[str, Any], shape: tuple[int, ...], batch: int
+) -> None:
+    cfg = UNetConfig(**kwargs)
+    tracked = {name: _tracked_cpu_peak(cfg, shape, batch, name) for name in POLICIES}
+    params_and_grads = 2 * sum(p.numel() * 4 for p in _step.build_model(cfg).parameters())
+    for name in POLICIES:
+        assert tracked[name] > params_and_grads
+        estimate = estimate_train_memory(cfg, shape, batch, name)
+        assert estimate == pytest.approx(tracked[name], rel=0.01), name
+    if cfg.n_blocks == 1:
+        return  # no skip connections: nothing for the policies to save
+    if cfg.conv_mode == "valid":
+        # The output is much smaller than the input, so the peak is the first encoder block's
+        # own forward, which every policy runs in full: checkpointing cannot lower it.
+        assert tracked["top_units"] <= tracked["blocks"] <= tracked["none"]
+    else:
+        assert tracked["top_units"] < tracked["blocks"] < tracked["none"]
+
+
+@pytest.mark.parametrize(("kwargs", "shape", "batch"), CASES[:4])
+def test_torch_memtracker_agrees_with_the_live_tracker(
+    kwargs: dict[str, Any], shape: tuple[int, ...], batch: int
+) -> None:
+    # MemTracker's module backward hooks keep a few gradients alive a little longer, so its
+    # peak is never lower and at most a few percent higher on these tiny nets.
+    cfg = UNetConfig(**kwargs)
+    model = _step.build_model(cfg)
+    x, target = _step.make_batch(cfg, _step.resolve_shape(cfg, shape, batch))
+    policy = get_policy("blocks")
+    ours = memory.tracked_peak_bytes(lambda: _step.train_step(model, policy, x, target), model)
+    theirs = memory.memtracker_peak_bytes(lambda: _step.train_step(model, policy, x, target), model)
+    assert ours <= theirs <= 1.05 * ours
+
+
+def test_default_config_reference_figures() -> None:
+    # Issue 3: 289.7 MiB for a training step of the default config at 1x1x32x64x64; per-block
+    # non-re-entrant checkpointing saves about a third.
+    plain = estimate_train_memory(UNetConfig(), (32, 64, 64))
+    blocks = estimate_train_memory(UNetConfig(), (32, 64, 64), checkpointing="blocks")
+    top_units = estimate_train_memory(UNetConfig(), (32, 64, 64), checkpointing="top_units")
+    assert plain / MiB == pytest.approx(289.7, abs=0.1)
+    assert 0.6 < blocks / plain < 0.72
+    assert top_units < blocks
+
+
+def test_estimate_allocates_nothing() -> None:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    estimate = estimate_train_memory(UNetConfig(), (128, 256, 256), batch_size=2)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert estimate > 30 * 2**30
+    assert (after - before) * 1024 < estimate / 20
+
+
+def test_estimate_grows_linearly_with_batch() -> None:
+    cfg = UNetConfig(n_blocks=2, start_filts=4)
+    one, two, four = (estimate_train_memory(cfg, (8, 16, 16), b) for b in (1, 2, 4))
+    assert four - two == pytest.approx(2 * (two - one), rel=0.01)
+
+
+def test_step_without_a_gradient_for_every_parameter_is_refused() -> None:
+    def frozen_first_block(model: Any, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        with torch.no_grad():
+            x, skip = model.down_convs[0](x)
+        skips.append(skip)
+        for block in model.down_convs[1:]:
+            x, skip = block(x)
+            skips.append(skip)
+        for i, block in enumerate(model.up_convs):
+            x = block(skips[-(i + 2)], x)
+        return model.conv_final(x)  # type: ignore[no-any-return]
+
+    cfg = UNetConfig(n_blocks=2, start_filts=4)
+    model = _step.build_model(cfg)
+    x, target = _step.make_batch(cfg, (1, 1, 8, 8, 8))
+    policy = CheckpointPolicy("frozen", "test", frozen_first_block)
+    frozen = sum(1 for _ in model.down_convs[0].parameters())  # conv weights/biases, norms
+    with pytest.raises(_step.MissingGradientError, match=rf"^{frozen} parameters got no grad"):
+        _step.train_step(model, policy, x, target)
+
+
+def test_cuda_peak_subtracts_the_baseline_and_adds_the_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: calls.append("sync"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d=None: calls.append("reset"))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d=None: 1000)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d=None: 5000)
+    model = torch.nn.Linear(3, 2)  # 8 floats = 32 bytes
+    peak = memory.cuda_peak_bytes(lambda: calls.append("step"), model, torch.device("cuda"))
+    assert peak == 5000 - 1000 + 32
+    assert calls == ["sync", "reset", "step", "sync"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_allocator_peak_matches_estimate() -> None:
+    cfg = UNetConfig(n_blocks=2, start_filts=8)
+    model = _step.build_model(cfg, "cuda")
+    x, target = _step.make_batch(cfg, (1, 1, 16, 32, 32), "cuda")
+    for name in POLICIES:
+        policy = get_policy(name)
+        peak = memory.cuda_peak_bytes(
+            lambda p=policy: _step.train_step(model, p, x, target), model, torch.device("cuda")
+        )
+        estimate = estimate_train_memory(cfg, (16, 32, 32), 1, name)
+        assert peak == pytest.approx(estimate, rel=0.1)  # allocator rounds to 512-byte blocks
