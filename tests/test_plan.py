@@ -1,0 +1,120 @@
+"""plan(): the answer fits the budget, the next larger candidate does not; bad input."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from unetbench import ConfigError, UNet, UNetConfig, UsageError
+from unetbench.profiler import PLAN_COLUMNS, estimate_train_memory, parse_bytes, plan
+from unetbench.profiler.planner import _largest_fitting, _shape_candidates
+
+TINY = UNetConfig(n_blocks=2, start_filts=4)
+MiB = 2**20
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("11GiB", 11 * 2**30), ("8 GB", 8 * 10**9), ("512MiB", 512 * MiB), ("1.5gib", 3 * 2**29),
+     ("4096", 4096), (1000, 1000), ("2KiB", 2048)],
+)  # fmt: skip
+def test_parse_bytes(text: str | int, expected: int) -> None:
+    assert parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["11 parsecs", "GiB", "-3GiB", "0", "", "1e9"])
+def test_parse_bytes_refuses(text: str) -> None:
+    with pytest.raises(UsageError, match=r"memory size"):
+        parse_bytes(text)
+
+
+def _total(cfg: UNetConfig, shape: tuple[int, ...], batch: int, policy: str) -> int:
+    n_params = sum(p.numel() for p in UNet.from_config(cfg).parameters())
+    batch_bytes = batch * (4 + 8) * shape[0] * shape[1] * shape[2]  # float input, int64 target
+    return estimate_train_memory(cfg, shape, batch, policy) + 2 * 4 * n_params + batch_bytes
+
+
+@pytest.mark.parametrize("policy", ["none", "blocks"])
+def test_largest_shape_fits_and_the_next_does_not(policy: str) -> None:
+    budget = 24 * MiB
+    row = plan(TINY, budget, (8, 16, 16), vary="shape", checkpointing=policy).iloc[0]
+    assert list(row.index) == list(PLAN_COLUMNS)
+    shape = tuple(int(s) for s in row["input_shape"].split("x"))
+    assert row["fits"] and row["total_bytes"] <= budget
+    assert row["total_bytes"] == _total(TINY, shape, 1, policy)
+    assert shape[1] == shape[2]
+    assert abs(shape[1] - 2 * shape[0]) <= 2  # aspect ratio kept up to one legal size step
+    cands = _shape_candidates(TINY, (8, 16, 16), None)
+    bigger = cands[cands.index(shape) + 1]
+    assert _total(TINY, bigger, 1, policy) > budget
+
+
+def test_checkpointing_plans_a_larger_patch_and_batch() -> None:
+    frame = plan(TINY, 24 * MiB, (8, 16, 16))
+    assert list(frame["vary"]) == ["shape", "shape", "batch", "batch"]
+    by = {(r.vary, r.checkpointing): r for r in frame.itertuples()}
+    assert by["shape", "blocks"].voxels > by["shape", "none"].voxels
+    assert by["batch", "blocks"].batch_size > by["batch", "none"].batch_size
+    b = by["batch", "none"].batch_size
+    assert by["batch", "none"].total_bytes <= 24 * MiB < _total(TINY, (8, 16, 16), b + 1, "none")
+
+
+def test_fixed_depth_keeps_the_first_axis() -> None:
+    row = plan(TINY, 16 * MiB, (4, 16, 32), fixed_depth=4, vary="shape").iloc[0]
+    d, h, w = (int(s) for s in row["input_shape"].split("x"))
+    assert d == 4 and h > 16
+    assert abs(w - 2 * h) <= 2  # aspect ratio kept up to one legal size step
+
+
+def test_nothing_fits_is_reported_not_raised() -> None:
+    frame = plan(TINY, "40KiB", (8, 16, 16))
+    assert not frame["fits"].any()
+    assert (frame["total_bytes"] > 40 * 1024).all()
+
+
+def test_largest_fitting_search() -> None:
+    for limit in (-1, 0, 1, 5, 99):
+        for guess in (0, 3, 50, 99):
+            calls: list[int] = []
+            fits = calls.append  # records the probe, returns None
+            assert _largest_fitting(100, lambda i, f=fits, n=limit: f(i) or i <= n, guess) == limit
+            assert len(calls) < 20
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(vary="depth"), UsageError, r"vary must be 'shape' and/or 'batch'"),
+        (dict(optimizer="lbfgs"), UsageError, r"optimizer must be one of"),
+        (dict(checkpointing="all"), UsageError, r"unknown checkpointing policy"),
+        (dict(shape=(8, 15, 16)), ConfigError, r"15"),
+        (dict(fixed_depth=3), ConfigError, r"3"),
+        (dict(budget="lots"), UsageError, r"cannot read memory size 'lots'"),
+    ],
+)
+def test_bad_input(kwargs: dict, error: type[Exception], match: str) -> None:
+    args: dict = dict(config=TINY, budget="1GiB", shape=(8, 16, 16))
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        plan(**args)
+
+
+def test_fixed_depth_needs_3d() -> None:
+    with pytest.raises(UsageError, match=r"fixed_depth needs a 3D config"):
+        plan(UNetConfig(dim=2, n_blocks=2, start_filts=4), "1GiB", (16, 16), fixed_depth=4)
+
+
+def test_2d_config() -> None:
+    row = plan(UNetConfig(dim=2, n_blocks=2, start_filts=4), "8MiB", (16, 32), vary="shape")
+    h, w = (int(s) for s in row.iloc[0]["input_shape"].split("x"))
+    assert row.iloc[0]["fits"] and w == 2 * h
