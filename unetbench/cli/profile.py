@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     shape = _cli.parse_shape(args.shape)
     assert shape is not None
     policies = _cli.parse_list(args.checkpointing, "--checkpointing")
+    _cli.validate_profile_args(config, shape, args.batch, args.device, policies)
     total = planned_steps(len(policies), warmup=args.warmup, rounds=args.rounds)
     with tqdm(total=total, desc="profiling", unit="step", file=sys.stderr, leave=False) as bar:
         frame = profile(

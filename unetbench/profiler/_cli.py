@@ -19,10 +19,12 @@ from unetbench._errors import ConfigError, UsageError
 
 __all__ = [
     "add_config_arguments",
+    "check_out",
     "config_from_args",
     "parse_list",
     "parse_shape",
     "readable",
+    "validate_profile_args",
     "write_frame",
 ]
 
@@ -102,6 +104,19 @@ def parse_list(text: str, option: str) -> tuple[str, ...]:
     if not items:
         raise UsageError(f"{option} needs at least one value, got {text!r}")
     return items
+
+
+def validate_profile_args(
+    config: Any, shape: tuple[int, ...], batch: int, device: str, policies: tuple[str, ...]
+) -> None:
+    """Refuse a bad shape, batch, device or policy before any progress bar or work starts."""
+    from unetbench.profiler import _step, devices
+    from unetbench.profiler.policies import get_policy
+
+    devices.resolve_device(device)
+    for name in policies:
+        get_policy(name)
+    _step.resolve_shape(config, shape, batch)
 
 
 def check_out(path: str | None) -> Path | None:

@@ -1,0 +1,113 @@
+"""`unetbench profile` and `unetbench plan`: tables, output files, one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from unetbench.cli.main import main
+from unetbench.profiler import RECORD_COLUMNS
+
+TINY = ["--set", "n_blocks=2", "--set", "start_filts=4", "--shape", "8,8,8"]
+FAST = ["--rounds", "1", "--warmup", "1"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json"])
+def test_profile_prints_a_table_and_writes_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
+) -> None:
+    out = tmp_path / f"records{suffix}"
+    assert main(["profile", *TINY, *FAST, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "train MiB" in text and "est train MiB" in text
+    assert "none" in text and "blocks" in text
+    frame = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".json": pd.read_json}[suffix](out)
+    assert list(frame["checkpointing"]) == ["none", "blocks"]
+    assert set(RECORD_COLUMNS) <= set(frame.columns)
+    assert (frame["n_blocks"] == 2).all() and (frame["status"] == "ok").all()
+
+
+def test_profile_reads_a_config_file_and_set_wins(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"n_blocks": 3, "start_filts": 2, "planar_blocks": [0]}))
+    args = ["profile", "--config", str(cfg), "--set", "n_blocks=2", "--shape", "4,8,8"]
+    assert main([*args, "--checkpointing", "top_units", "--no-timing"]) == 0
+    text = capsys.readouterr().out
+    assert '"n_blocks": 2' in text and '"planar_blocks": [0]' in text
+    assert "top_units" in text
+
+
+def test_plan_answers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "plan.csv"
+    args = ["plan", "--set", "n_blocks=2", "--set", "start_filts=4", "--budget", "16MiB"]
+    assert main([*args, "--shape", "8,16,16", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "total MiB" in text and "blocks" in text
+    assert len(pd.read_csv(out)) == 4
+
+
+def test_plan_exit_1_when_nothing_fits(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["plan", "--set", "n_blocks=2", "--set", "start_filts=4", "--budget", "1KiB"]
+    assert main([*args, "--shape", "8,8,8"]) == 1
+    assert "False" in capsys.readouterr().out
+
+
+BAD = [
+    (["profile", "--set", "n_blocks"], r"--set expects KEY=VALUE, got 'n_blocks'"),
+    (["profile", "--set", "depth=3"], r"unknown UNetConfig field.*'depth'"),
+    (["profile", "--set", "n_blocks=0"], r"n_blocks"),
+    (["profile", "--set", "planar_blocks=a,b"], r"planar_blocks"),
+    (["profile", "--shape", "32,sixty,64"], r"--shape '32,sixty,64'"),
+    (["profile", "--shape", "32,63,64"], r"63"),
+    (["profile", "--shape", "0,64,64"], r"positive"),
+    (["profile", "--device", "tpu"], r"device 'tpu'"),
+    (["profile", "--checkpointing", "none,most"], r"unknown checkpointing policy 'most'"),
+    (["profile", "--checkpointing", ","], r"--checkpointing needs at least one value"),
+    (["profile", "--out", "records.xlsx"], r"--out 'records.xlsx'"),
+    (["profile", "--config", "/nonexistent/cfg.json"], r"cannot read --config"),
+    (["plan", "--budget", "11 parsecs"], r"cannot read memory size '11 parsecs'"),
+    (["plan", "--budget", "1GiB", "--vary", "depth"], r"vary must be"),
+]
+
+
+@pytest.mark.parametrize(("argv", "match"), BAD)
+def test_user_mistakes_are_one_line_and_exit_2(
+    argv: list[str], match: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert re.search(match, err), err
+
+
+def test_cuda_without_gpu_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["profile", *TINY, "--device", "cuda"]) == 2
+    assert "no CUDA GPU is available" in capsys.readouterr().err
+
+
+def test_malformed_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text("{n_blocks: 2")
+    assert main(["profile", "--config", str(cfg)]) == 2
+    assert "JSON is malformed" in capsys.readouterr().err
