@@ -65,7 +65,7 @@ class DataSpec:
     shape: tuple[int, ...] = (48, 128, 128)
     anisotropy: float = 1.0
     foreground_fraction: float = 0.1
-    noise: float = 0.5
+    noise: float = 0.4
     n_train: int = 2
     n_val: int = 1
     path: tuple[str, ...] = ()

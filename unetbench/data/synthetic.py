@@ -28,7 +28,7 @@ def make_synthetic_volume(
     *,
     anisotropy: float = 1.0,
     foreground_fraction: float = 0.1,
-    noise: float = 0.5,
+    noise: float = 0.4,
     blob_share: float = 0.25,
     n_distractors: int = 4,
     radius_range: tuple[float, float] = (1.5, 4.0),
