@@ -102,3 +102,12 @@ def test_build_report_writes_pngs(tmp_path: Path) -> None:
         "throughput_vs_flops.png",
     ]
     assert "![dice_vs_memory](dice_vs_memory.png)" in (tmp_path / "report/report.md").read_text()
+
+
+def test_budget_far_beyond_the_trials_stays_in_the_legend() -> None:
+    fig = plot_dice_vs_memory(make_trials(), memory_budget_bytes=64 * 2**30)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "peak training memory (MiB)"  # not squashed into GiB
+    assert ax.get_xlim()[1] < 1024
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "memory budget (64 GiB), beyond the x range →" in labels

@@ -283,3 +283,30 @@ def test_build_report_bad_inputs(tmp_path: Path) -> None:
     make_trials().to_csv(tmp_path / "trials.csv", index=False)
     with pytest.raises(ConfigError, match="'val_f1'"):
         build_report(tmp_path, objectives=["val_f1"], plots=False)
+
+
+def sweep_shaped(df: pd.DataFrame) -> pd.DataFrame:
+    """The sweep's layout: one row per trial, each mode's profile in <column>__<mode>."""
+    key = ["n_blocks", "start_filts", "attention"]
+    wide = df[df.checkpointing == "none"].copy()
+    for mode in ("none", "blocks"):
+        part = df[df.checkpointing == mode].set_index(key)
+        for col in ("peak_mem_train_bytes", "train_step_s", "status"):
+            wide[f"{col}__{mode}"] = part.loc[
+                list(wide[key].itertuples(index=False, name=None)), col
+            ].to_numpy()
+    wide["in_channels"] = wide["in_channels"].astype(float)  # ints become floats next to NaN
+    wide.loc[wide.index[0], "in_channels"] = np.nan
+    return wide
+
+
+def test_checkpointing_savings_from_sweep_per_mode_columns() -> None:
+    df = make_trials()
+    long = checkpointing_savings(df)
+    wide = checkpointing_savings(sweep_shaped(df))
+    assert len(wide) > 0 and (wide["checkpointing"] == "blocks").all()
+    merged = wide.merge(long, on=["n_blocks", "start_filts", "attention"], suffixes=("", "_l"))
+    assert len(merged) == len(wide)
+    assert np.allclose(merged["mem_saved_pct"], merged["mem_saved_pct_l"])
+    assert np.allclose(merged["step_time_added_pct"], merged["step_time_added_pct_l"])
+    assert not wide["label"].str.contains(r"\.0\b").any()  # 3, not 3.0

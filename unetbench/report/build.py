@@ -17,9 +17,9 @@ from unetbench.report.tables import (
     config_columns,
     factor_effects,
     failures,
-    memory_column,
     pareto_mask,
     searched_fields,
+    usable_mask,
 )
 
 __all__ = ["TABLES", "build_report", "load_trials", "markdown_table", "summarize"]
@@ -188,14 +188,15 @@ def build_report(
         _to_parquet(table, out / f"{name}.parquet")
     images = _write_plots(tables, info, out) if plots else []
     _write_markdown(tables, info, out, images, _searched(trials, info))
-    log.info("report of %s written to %s", info.name, out)
+    log.debug("report of %s written to %s", info.name, out)
     return tables
 
 
 def _savings_or_empty(trials: pd.DataFrame) -> pd.DataFrame:
-    if "checkpointing" not in trials.columns or "train_step_s" not in trials.columns:
+    per_mode = any(c.startswith("peak_mem_train_bytes__none") for c in trials.columns)
+    long_form = {"checkpointing", "train_step_s"} <= set(trials.columns)
+    if not (per_mode or long_form) or usable_mask(trials, feasible_only=False).sum() == 0:
         return pd.DataFrame(columns=["label", "checkpointing", "mem_saved_pct"])
-    memory_column(trials)  # fails with a clear message when no memory column exists
     return checkpointing_savings(trials)
 
 

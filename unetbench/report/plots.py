@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from unetbench.report._study import Objective
-from unetbench.report._units import label_for
+from unetbench.report._units import label_for, scale_for
 from unetbench.report.tables import (
     checkpointing_savings,
     memory_column,
@@ -72,7 +73,12 @@ def plot_dice_vs_memory(
     done = done[done[dice].notna() & done[memory].notna()]
     infeasible = ~usable_mask(done)
     on_front = pareto_mask(records, objectives)[done.index]
-    divisor, xlabel = label_for(memory, [*done[memory], memory_budget_bytes or 0])
+    top = float(done[memory].max()) if len(done) else 0.0
+    # A budget far beyond every trial would squash the points against the y axis: name it in
+    # the legend instead of stretching the axis to it.
+    budget_on_axis = memory_budget_bytes is not None and (not top or memory_budget_bytes <= 3 * top)
+    shown_budget = float(memory_budget_bytes) if budget_on_axis and memory_budget_bytes else 0.0
+    divisor, xlabel = label_for(memory, [top, shown_budget])
 
     fig = _figure()
     ax = fig.add_subplot()
@@ -118,24 +124,28 @@ def plot_dice_vs_memory(
         label=f"Pareto front ({len(front)})",
     )
     if memory_budget_bytes is not None:
-        ax.axvline(
-            memory_budget_bytes / divisor,
-            color=OKABE_ITO["black"],
-            linestyle="--",
-            linewidth=1.2,
-            label=f"memory budget ({memory_budget_bytes / divisor:.3g} "
-            f"{xlabel.rsplit('(', 1)[-1].rstrip(')')})",
-        )
+        budget_div, budget_unit = scale_for(memory, [memory_budget_bytes])
+        budget_text = f"memory budget ({memory_budget_bytes / budget_div:.3g} {budget_unit})"
+        style: dict[str, Any] = {"color": OKABE_ITO["black"], "linestyle": "--", "linewidth": 1.2}
+        if budget_on_axis:
+            ax.axvline(memory_budget_bytes / divisor, label=budget_text, **style)
+        else:  # legend entry only
+            ax.plot([], [], label=f"{budget_text}, beyond the x range →", **style)
     missing = len(records) - len(done)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(label_for(dice, [])[1])
     ax.set_title(
         "Accuracy vs training memory"
-        + (f" ({missing} failed/unscored trials not shown)" if missing else ""),
+        + (
+            f" ({missing} failed/unscored trial{'s' if missing > 1 else ''} not shown)"
+            if missing
+            else ""
+        ),
         fontsize=10,
     )
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=9, framealpha=0.9)
+    ax.margins(x=0.08, y=0.08)
+    ax.legend(loc="best", fontsize=9, framealpha=0.9)
     return fig
 
 

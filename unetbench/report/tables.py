@@ -49,6 +49,10 @@ def _hashable(series: pd.Series) -> pd.Series:
     """Lists/tuples/arrays (e.g. planar_blocks) as strings so they can be grouped and matched."""
     if series.dtype == object:
         return series.map(lambda v: str(list(v)) if isinstance(v, list | tuple | np.ndarray) else v)
+    if pd.api.types.is_float_dtype(series):  # ints that became floats next to a NaN: 3.0 -> 3
+        whole = series.dropna()
+        if (whole == whole.round()).all():
+            return series.map(lambda v: v if v != v else int(v)).astype(object)
     return series
 
 
@@ -178,20 +182,54 @@ def config_labels(df: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     return label
 
 
+def _modes(df: pd.DataFrame, column: str) -> list[str]:
+    """Checkpointing modes of the sweep's per-mode columns ``<column>__<mode>`` with data."""
+    prefix = f"{column}__"
+    return [c[len(prefix) :] for c in df.columns if c.startswith(prefix) and df[c].notna().any()]
+
+
+def _long_from_per_mode(df: pd.DataFrame, memory: str, time: str, key: list[str]) -> pd.DataFrame:
+    """Sweep trials carry every mode's profile in ``<column>__<mode>`` columns; one row per
+    (trial, mode) makes them look like profiler records."""
+    parts = []
+    for mode in _modes(df, memory):
+        part = df[key].copy()
+        part["checkpointing"] = mode
+        part[memory] = pd.to_numeric(df[f"{memory}__{mode}"], errors="coerce")
+        times = df[f"{time}__{mode}"] if f"{time}__{mode}" in df.columns else np.nan
+        part[time] = pd.to_numeric(pd.Series(times, index=df.index), errors="coerce")
+        if f"status__{mode}" in df.columns:
+            part = part[df[f"status__{mode}"].astype(str).str.lower().eq("ok")]
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True) if parts else df.iloc[0:0]
+
+
 def checkpointing_savings(
     df: pd.DataFrame, *, memory: str | None = None, time: str = "train_step_s"
 ) -> pd.DataFrame:
     """Memory saved and step time added by each checkpointing mode versus ``none``, per config.
 
-    Rows with the same config, input shape, batch size, device and dtype are matched; repeated
-    measurements are reduced to their median. Configs measured without ``none`` are skipped.
+    Profiler records (one row per config and mode): rows with the same config, input shape,
+    batch size, device and dtype are matched. Sweep trials (one row per trial, each mode's
+    profile in ``<column>__<mode>`` columns): each trial's modes are compared. Repeated
+    measurements are reduced to their median; configs measured without ``none`` are skipped.
     """
-    _require(df, ["checkpointing", time], "checkpointing savings")
-    memory = memory or memory_column(df)
+    if memory is None:
+        wide = [
+            c
+            for c in ("peak_mem_train_bytes", "est_peak_mem_train_bytes")
+            if "none" in _modes(df, c)
+        ]
+        memory = wide[0] if wide else memory_column(df)
+    per_mode = "none" in _modes(df, memory)
+    if not per_mode:
+        _require(df, ["checkpointing", time], "checkpointing savings")
     ok = df[usable_mask(df, feasible_only=False)].copy()
     key = config_columns(ok) + [c for c in _ENV_COLUMNS if c in ok.columns]
     for column in key:
         ok[column] = _hashable(ok[column]).astype(str)
+    if per_mode:
+        ok = _long_from_per_mode(ok, memory, time, key)
     med = ok.groupby([*key, "checkpointing"], sort=False)[[memory, time]].median().reset_index()
     base = med[med["checkpointing"] == "none"].drop(columns="checkpointing")
     other = med[med["checkpointing"] != "none"]
