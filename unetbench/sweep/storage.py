@@ -42,7 +42,11 @@ _ORPHAN_AGE_S = 120.0
 
 
 class StudyStorage:
-    """An Optuna storage plus the local lock file that serialises trial creation."""
+    """An Optuna storage plus the local lock file that serialises trial creation.
+
+    The lock file is ``<storage file>.trials-lock``; not ``.lock``, which Optuna's journal
+    backend uses for its own symlink lock.
+    """
 
     def __init__(self, storage: optuna.storages.BaseStorage, url: str, lock: Path | None):
         self.storage = storage
@@ -75,7 +79,7 @@ def open_storage(url: str | None, study_dir: Path) -> StudyStorage:
     if journal is not None:
         journal.parent.mkdir(parents=True, exist_ok=True)
         backend = JournalFileBackend(str(journal))
-        return StudyStorage(JournalStorage(backend), str(journal), Path(f"{journal}.lock"))
+        return StudyStorage(JournalStorage(backend), str(journal), Path(f"{journal}.trials-lock"))
     if "://" not in url:
         raise UsageError(
             f"--storage {url!r} is neither a database URL (sqlite:///file.db, "
@@ -87,7 +91,7 @@ def open_storage(url: str | None, study_dir: Path) -> StudyStorage:
             db.parent.mkdir(parents=True, exist_ok=True)
             storage = RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
             _sqlite_wal(storage)
-            return StudyStorage(storage, url, Path(f"{db}.lock"))
+            return StudyStorage(storage, url, Path(f"{db}.trials-lock"))
         storage = RDBStorage(
             url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S
         )
