@@ -150,3 +150,10 @@ def test_bad_baseline_file_is_reported(pytester: pytest.Pytester, tmp_path: Path
     result = run(pytester, f"--unetbench-baseline={bad}")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*not a unetbench baseline file*"])
+
+
+def test_time_ratio_rejects_bad_rounds() -> None:
+    from unetbench.gate.pytest_plugin import time_ratio
+
+    with pytest.raises(ValueError, match=r"rounds >= 1.*rounds=0"):
+        time_ratio(lambda: None, lambda: None, rounds=0)

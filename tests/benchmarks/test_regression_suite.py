@@ -28,7 +28,8 @@ from unetbench.gate.suite import BASELINE_PATH, CASES, Case
 
 pytestmark = pytest.mark.bench
 
-ROUNDS = 3
+ROUNDS = 3  # pytest-benchmark rounds of the step itself
+RATIO_ROUNDS = 5  # paired rounds of each same-run ratio
 #: unetbench and elektronn3 build the same layers; a slower step is a regression.
 MAX_RATIO_VS_REFERENCE = 1.5
 #: Checkpointing recomputes each forward op once (about +1/3 of a large step); on these tiny
@@ -107,7 +108,7 @@ def test_train_step_vs_reference(benchmark: Any, case: Case) -> None:
     kwargs["planar_blocks"] = tuple(kwargs["planar_blocks"])  # elektronn3 compares with ()
     reference = ReferenceUNet(**kwargs)
     ours_step = make_step(ours, ours, case)
-    ratio = time_ratio(ours_step, make_step(reference, reference, case), rounds=ROUNDS)
+    ratio = time_ratio(ours_step, make_step(reference, reference, case), rounds=RATIO_ROUNDS)
     info = profile_extra_info(case, "none")
     benchmark.extra_info.update(info, train_step_ratio_vs_elektronn3=ratio)
     benchmark.pedantic(ours_step, rounds=ROUNDS, warmup_rounds=1)
@@ -130,7 +131,7 @@ def test_checkpointed_step_vs_plain(benchmark: Any, case: Case, policy: str) -> 
     model = UNet.from_config(case.config)
     forward = get_policy(policy).forward
     checkpointed = make_step(model, lambda x: forward(model, x), case)
-    ratio = time_ratio(checkpointed, make_step(model, model, case), rounds=ROUNDS)
+    ratio = time_ratio(checkpointed, make_step(model, model, case), rounds=RATIO_ROUNDS)
     info = profile_extra_info(case, policy)
     plain = Baseline.load(BASELINE_PATH).entries[case.entry_name("none")]["metrics"]
     benchmark.extra_info.update(info, train_step_ratio_vs_none=ratio)

@@ -110,24 +110,31 @@ def time_ratio(
     candidate: Callable[[], object],
     reference: Callable[[], object],
     *,
-    rounds: int = 5,
+    rounds: int = 7,
     warmup: int = 1,
 ) -> float:
-    """Median time of ``candidate`` over median time of ``reference``, run alternately so
-    both see the same machine load."""
+    """How many times longer ``candidate`` takes than ``reference``, measured in this run.
+
+    Each round times both back to back, alternating which goes first, and the result is the
+    median of the per-round ratios: the two calls of a round see the same machine load, so
+    load that comes and goes on a shared CI machine cancels out far better than in a ratio of
+    separately measured medians.
+    """
     if rounds < 1 or warmup < 0:
         raise ValueError(f"need rounds >= 1 and warmup >= 0, but got ({rounds=}, {warmup=})")
     for _ in range(warmup):
         candidate()
         reference()
-    cand: list[float] = []
-    ref: list[float] = []
-    for _ in range(rounds):
-        for fn, out in ((candidate, cand), (reference, ref)):
+    ratios = []
+    for i in range(rounds):
+        seconds = {}
+        pair = (("c", candidate), ("r", reference))
+        for tag, fn in pair if i % 2 == 0 else pair[::-1]:
             start = time.perf_counter()
             fn()
-            out.append(time.perf_counter() - start)
-    return statistics.median(cand) / statistics.median(ref)
+            seconds[tag] = time.perf_counter() - start
+        ratios.append(seconds["c"] / seconds["r"])
+    return statistics.median(ratios)
 
 
 class UNetGate:
@@ -181,7 +188,7 @@ class UNetGate:
         candidate: Callable[[], object],
         reference: Callable[[], object],
         *,
-        rounds: int = 5,
+        rounds: int = 7,
         warmup: int = 1,
         max_ratio: float | None = None,
     ) -> float:
