@@ -161,8 +161,13 @@ def plan(
     target_item = 8 if cfg.out_channels >= 2 else 4
     target_ch = 1
 
+    estimates: dict[tuple[str, int, tuple[int, ...]], int] = {}
+
     def row(v: str, name: str, batch: int, spatial: tuple[int, ...]) -> dict[str, Any]:
-        est = estimate_train_memory(cfg, spatial, batch, name)
+        key = (name, batch, spatial)
+        if key not in estimates:  # the reference shape at the batch size is probed twice
+            estimates[key] = estimate_train_memory(cfg, spatial, batch, name)
+        est = estimates[key]
         in_vox = batch * math.prod(spatial)
         out_vox = batch * math.prod(cfg.output_shape(spatial))
         batch_bytes = 4 * cfg.in_channels * in_vox + target_item * target_ch * out_vox
@@ -202,7 +207,11 @@ def _plan_one(
 
         n = len(cands)
         size = [math.prod(c) for c in cands]
-        probe = [0, min(n - 1, max(1, n // 8))]
+        # Probe the reference shape (its estimate is shared with the batch search) and one
+        # with about twice its voxels.
+        start = cands.index(ref) if ref in cands else 0
+        other = min(max(bisect.bisect_left(size, 2 * size[start]), start + 1), n - 1)
+        probe = [start, other if other != start else max(start - 1, 0)]
     else:
         n = 1 << 20
 
