@@ -310,3 +310,37 @@ def test_checkpointing_savings_from_sweep_per_mode_columns() -> None:
     assert np.allclose(merged["mem_saved_pct"], merged["mem_saved_pct_l"])
     assert np.allclose(merged["step_time_added_pct"], merged["step_time_added_pct_l"])
     assert not wide["label"].str.contains(r"\.0\b").any()  # 3, not 3.0
+
+
+def test_reused_trials_count_once() -> None:
+    df = make_trials()
+    copy = df[df.trial_number == 19].assign(trial_number=99, reused_from=19)
+    with_copy = pd.concat([df.assign(reused_from=np.nan), copy], ignore_index=True)
+    front = pareto_front(with_copy, DICE_MEM)
+    assert 99 not in set(front["trial_number"])
+    assert set(front["trial_number"]) == brute_force_front(df)
+    assert factor_effects(with_copy, DICE_MEM)["n"].sum() == factor_effects(df, DICE_MEM)["n"].sum()
+
+
+def test_study_info_from_the_sweep_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import optuna
+
+    monkeypatch.chdir(tmp_path)  # no studies/ directory to find a spec in
+    results = tmp_path / "elsewhere" / "s2"
+    results.mkdir(parents=True)
+    study = optuna.create_study(
+        storage=f"sqlite:///{results / 'study.db'}", study_name="s2", directions=["maximize"]
+    )
+    spec = {
+        "name": "s2",
+        "objectives": [["val_iou", "maximize"]],
+        "memory_budget_bytes": 2**30,
+        "search": {"n_blocks": [2, 3]},
+    }
+    study.set_user_attr("unetbench_spec", spec)
+    info = load_study_info(results)
+    assert info.objectives == (Objective("val_iou", "maximize"),)
+    assert info.memory_budget_bytes == 2**30 and info.searched_fields == ("n_blocks",)
+    assert info.source == (str(results / "study.db"),)

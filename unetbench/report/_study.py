@@ -191,6 +191,26 @@ def _find_spec(results_dir: Path, meta: Mapping[str, Any]) -> Path | None:
     return None
 
 
+def _spec_from_db(results_dir: Path) -> Mapping[str, Any] | None:
+    """The spec the sweep stored in ``study.db`` (study user attribute ``unetbench_spec``)."""
+    path = results_dir / "study.db"
+    if not path.is_file():
+        return None
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        summaries = optuna.get_all_study_summaries(f"sqlite:///{path.resolve()}")
+    except Exception as exc:  # a broken or foreign DB only costs the fallback
+        log.warning("could not read the study spec from %s: %s", path, exc)
+        return None
+    for summary in summaries:
+        spec = summary.user_attrs.get("unetbench_spec")
+        if isinstance(spec, Mapping) and summary.study_name == spec.get("name", results_dir.name):
+            return spec
+    return None
+
+
 def load_study_info(
     results_dir: str | Path,
     *,
@@ -202,7 +222,8 @@ def load_study_info(
     """Study metadata for ``results/<study>``: explicit arguments first, then the files.
 
     Files read when present: ``<results_dir>/study.json`` (or ``metadata.json``) and the spec
-    TOML (given, named in study.json, or ``studies/<study>.toml``). Without any objective the
+    TOML (given, named in study.json, or ``studies/<study>.toml``); failing both, the spec the
+    sweep stored in ``<results_dir>/study.db``. Without any objective the
     report falls back to ``val_dice`` (maximise) and ``peak_mem_train_bytes`` (minimise).
     """
     results_dir = Path(results_dir)
@@ -230,6 +251,11 @@ def load_study_info(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{spec}: not valid TOML ({exc})") from exc
         sources.append(str(spec))
+    elif not tables:
+        stored = _spec_from_db(results_dir)
+        if stored is not None:
+            tables.append(stored)
+            sources.append(str(results_dir / "study.db"))
 
     if objectives is None:
         objectives = _find(tables, _OBJECTIVE_KEYS)

@@ -124,7 +124,10 @@ def _write_plots(tables: dict[str, pd.DataFrame], info: StudyInfo, out: Path) ->
         )
     if len(tables["checkpointing"]):
         figures["checkpointing"] = plots.plot_checkpointing(tables["checkpointing"])
-    if {"train_flops", "train_voxels_per_s"} <= set(trials.columns):
+    if all(
+        c in trials.columns and trials[c].notna().any()
+        for c in ("train_flops", "train_voxels_per_s")
+    ):
         figures["throughput_vs_flops"] = plots.plot_throughput_vs_flops(trials)
     if len(tables["factor_effects"]):
         for o in info.objectives:

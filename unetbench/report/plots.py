@@ -276,7 +276,7 @@ def plot_factor_effects(effects: pd.DataFrame, objective: str, *, ncols: int = 3
         ax.bar(
             x,
             rows[mean] / divisor,
-            yerr=rows[std].fillna(0) / divisor,
+            yerr=rows[std] / divisor,  # no bar for a single trial (std NaN)
             capsize=4,
             color=OKABE_ITO["sky_blue"],
             edgecolor=OKABE_ITO["blue"],

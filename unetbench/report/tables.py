@@ -65,8 +65,14 @@ def _state(series: pd.Series) -> pd.Series:
 
 
 def usable_mask(df: pd.DataFrame, *, feasible_only: bool = True) -> pd.Series:
-    """Rows that finished normally: status ok, trial COMPLETE and (optionally) feasible."""
+    """Rows that finished normally: status ok, trial COMPLETE and (optionally) feasible.
+
+    Trials whose result the sweep copied from an earlier trial of the same config
+    (``reused_from`` set) are left out, so no config counts twice.
+    """
     mask = pd.Series(True, index=df.index)
+    if "reused_from" in df.columns:
+        mask &= df["reused_from"].isna()
     if "status" in df.columns:
         mask &= df["status"].astype(str).str.lower().eq("ok")
     if "trial_state" in df.columns:
