@@ -157,3 +157,11 @@ def test_time_ratio_rejects_bad_rounds() -> None:
 
     with pytest.raises(ValueError, match=r"rounds >= 1.*rounds=0"):
         time_ratio(lambda: None, lambda: None, rounds=0)
+
+
+def test_bad_ratio_tolerance_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nunetbench_ratio_tolerance = lots\n")
+    pytester.makepyfile("def test_x():\n    assert True\n")
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unetbench ratio tolerance must be a number >= 0*'lots'*"])

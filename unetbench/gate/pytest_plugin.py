@@ -73,9 +73,15 @@ class _Session:
         self.path = path
         self.update = bool(config.getoption("unetbench_update_baseline"))
         tol = config.getoption("unetbench_ratio_tolerance")
-        self.ratio_tolerance = float(
-            tol if tol is not None else config.getini("unetbench_ratio_tolerance")
-        )
+        raw = tol if tol is not None else config.getini("unetbench_ratio_tolerance")
+        try:
+            self.ratio_tolerance = float(raw)
+        except ValueError:
+            self.ratio_tolerance = -1.0
+        if not self.ratio_tolerance >= 0:
+            raise pytest.UsageError(
+                f"unetbench ratio tolerance must be a number >= 0, but got {raw!r}"
+            )
         self._baseline: Baseline | None = None
         self.recorded = 0
 
