@@ -62,6 +62,21 @@ def test_absurd_lr_diverges_with_reason(data: SegmentationData) -> None:
     assert (r.val_dice, r.val_iou) == (0.0, 0.0)
 
 
+def test_non_finite_weights_after_last_step_count_as_diverged(
+    data: SegmentationData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class PoisonedAdam(torch.optim.Adam):
+        def step(self, closure: Any = None) -> Any:
+            out = super().step(closure)
+            with torch.no_grad():
+                next(iter(self.param_groups[0]["params"])).fill_(float("nan"))
+            return out
+
+    monkeypatch.setattr(torch.optim, "Adam", PoisonedAdam)
+    r = train_and_evaluate(TINY, data, **{**FAST, "steps": 1})
+    assert r.status == "diverged" and "weights became non-finite" in r.reason
+
+
 def test_seconds_budget_stops_first(data: SegmentationData) -> None:
     start = time.perf_counter()
     r = train_and_evaluate(TINY, data, **{**FAST, "steps": 10**6}, seconds=0.5)

@@ -159,6 +159,8 @@ def train_and_evaluate(
             optimizer.step()
             losses.append(value)
         train_s = time.perf_counter() - start
+        if status == "ok" and not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            status, reason = "diverged", f"weights became non-finite by step {len(losses)}"
         steps_done = len(losses)
         train_loss = float(np.mean(losses[-_LOSS_WINDOW:])) if losses else float("nan")
         if status == "diverged":

@@ -9,7 +9,7 @@ from a mirror-padded copy, so any patch shape works with any volume.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -87,10 +87,6 @@ class PatchSampler:
                 if self.rng.random() < 0.5:
                     x, y = np.flip(x, axis + 1), np.flip(y, axis)
         return np.ascontiguousarray(x), np.ascontiguousarray(y)
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        while True:
-            yield self.sample(1)
 
 
 def tile_starts(size: int, tile: int) -> list[int]:
