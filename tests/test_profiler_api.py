@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from unetbench import ConfigError, UNet, UNetConfig, UsageError
-from unetbench.profiler import RECORD_COLUMNS, _step, api, profile
+from unetbench.profiler import RECORD_COLUMNS, _measure, _step, profile
 
 TINY = UNetConfig(n_blocks=2, start_filts=4)
 FAST: dict[str, Any] = dict(warmup=1, rounds=2)
@@ -150,7 +150,7 @@ def test_failures_go_into_the_row_and_the_others_go_on(
 
 
 def test_status_keeps_the_worst_failure() -> None:
-    row = api._Row(status="ok", reason="", checkpointing="none")
+    row = _measure.Row(status="ok", reason="", checkpointing="none")
     row.fail("oom", "out of memory", "train memory")
     row.fail("error", "later", "train timing")
     assert row["status"] == "oom"

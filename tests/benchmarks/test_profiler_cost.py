@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from unetbench import UNetConfig
-from unetbench.profiler import api, devices, estimate_train_memory, profile
+from unetbench.profiler import _measure, devices, estimate_train_memory, profile
 
 pytestmark = pytest.mark.bench
 
@@ -39,7 +39,7 @@ def _profile_cost(monkeypatch: pytest.MonkeyPatch, shape: tuple[int, ...], **kw:
     """Wall time of profile() and of its timing procedure (tracked warm-up + time_rounds)."""
     timing: list[float] = []
     with monkeypatch.context() as patch:
-        patch.setattr(api, "time_rounds", _timed(timing, api.time_rounds))
+        patch.setattr(_measure, "time_rounds", _timed(timing, _measure.time_rounds))
         patch.setattr(devices, "peak_bytes", _timed(timing, devices.peak_bytes))
         start = time.perf_counter()
         frame = profile(UNetConfig(), shape, **kw)

@@ -8,25 +8,20 @@ row ``status="oom"`` and the others go on; any other failure marks ``status="err
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import logging
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
 
-from unetbench.profiler import _step, devices, env, flops, memory
-from unetbench.profiler.policies import CheckpointPolicy, get_policy
-from unetbench.profiler.timing import time_rounds
+from unetbench.profiler import _measure, _step, devices, env, flops, memory
+from unetbench.profiler.policies import get_policy
 
 __all__ = ["RECORD_COLUMNS", "profile"]
-
-logger = logging.getLogger(__name__)
 
 RECORD_COLUMNS = (
     "batch_size",
@@ -62,8 +57,6 @@ RECORD_COLUMNS = (
 )
 """Record columns after the config fields, in order."""
 
-_STATUS_RANK = {"ok": 0, "error": 1, "oom": 2}
-
 
 def _cell(value: Any) -> Any:
     """A config value as a flat record cell: sequences as JSON lists, modules by repr."""
@@ -76,33 +69,6 @@ def _cell(value: Any) -> Any:
 
 def _shape_str(shape: Iterable[int]) -> str:
     return "x".join(str(s) for s in shape)
-
-
-def _failure(exc: BaseException) -> tuple[str, str]:
-    """Classify an exception from a measurement as ("oom" | "error", one-line reason)."""
-    text = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-    if devices.is_oom(exc):
-        return "oom", text
-    return "error", text
-
-
-class _Row(dict[str, Any]):
-    """A record under construction: measurements fill columns, failures set the status."""
-
-    def fail(self, status: str, reason: str, what: str) -> None:
-        if _STATUS_RANK[status] > _STATUS_RANK[self["status"]]:
-            self["status"] = status
-        self["reason"] = "; ".join(r for r in (self["reason"], f"{what}: {reason}") if r)
-
-    @contextlib.contextmanager
-    def guard(self, what: str, device: torch.device) -> Iterator[None]:
-        try:
-            yield
-        except Exception as exc:  # every measurement failure goes into the record
-            status, reason = _failure(exc)
-            logger.warning("%s (%s) failed: %s", what, self["checkpointing"], reason)
-            self.fail(status, reason, what)
-            devices.release(device)
 
 
 def profile(
@@ -165,7 +131,7 @@ def profile(
         else "",
         **env.environment(dev),
     )
-    rows = [_Row(base, checkpointing=p.name) for p in policies]
+    rows = [_measure.Row(base, checkpointing=p.name) for p in policies]
     for row in rows:
         row.update({c: math.nan for c in RECORD_COLUMNS if c not in row})
 
@@ -174,11 +140,11 @@ def profile(
         row["params"] = sum(p.numel() for p in model.parameters())
     x, target = _step.make_batch(cfg, full, dev)
 
-    shared = _Row(base, checkpointing="*")
+    shared = _measure.Row(base, checkpointing="*")
     if count_flops:
         with shared.guard("fvcore", dev):
             shared["fwd_macs"], shared["unsupported_ops"] = flops.count_fwd_macs(model, x)
-    _measure_inference(
+    _measure.measure_inference(
         shared, model, x, dev, out_voxels, measure_memory, timing, warmup, rounds, max_seconds, tick
     )
     for row, policy in zip(rows, policies, strict=True):
@@ -201,7 +167,7 @@ def profile(
         if count_flops:
             with row.guard("flops", dev):
                 row["fwd_flops"], row["train_flops"] = flops.count_torch_flops(cfg, full, 1, policy)
-        _measure_training(
+        _measure.measure_training(
             row,
             model,
             policy,
@@ -239,91 +205,3 @@ def _model_on(config_or_model: Any, cfg: Any, dev: torch.device) -> nn.Module:
     if isinstance(config_or_model, nn.Module):
         return copy.deepcopy(config_or_model).to(dev)
     return _step.build_model(cfg, dev)
-
-
-def _measure_inference(
-    row: _Row,
-    model: nn.Module,
-    x: torch.Tensor,
-    dev: torch.device,
-    voxels: int,
-    measure_memory: bool,
-    timing: bool,
-    warmup: int,
-    rounds: int,
-    max_seconds: float | None,
-    tick: Callable[[int], None],
-) -> None:
-    """Inference-mode forward in eval mode: peak memory (doubles as warm-up) and timing."""
-
-    def infer() -> None:
-        with torch.inference_mode():
-            model(x)
-
-    model.eval()
-    try:
-        done = 0
-        if measure_memory:
-            with row.guard("infer memory", dev):
-                row["peak_mem_infer_bytes"] = devices.peak_bytes(infer, model, dev)
-                done = 1
-                tick(1)
-        if timing and row["status"] != "oom":
-            with row.guard("infer timing", dev):
-                res = time_rounds(
-                    infer,
-                    dev,
-                    warmup=max(0, warmup - done),
-                    rounds=rounds,
-                    max_seconds=max_seconds,
-                    on_round=lambda: tick(1),
-                )
-                row["infer_s"], row["infer_iqr_s"] = res.median_s, res.iqr_s
-                row["infer_voxels_per_s"] = voxels / res.median_s
-    finally:
-        model.train()
-
-
-def _measure_training(
-    row: _Row,
-    model: nn.Module,
-    policy: CheckpointPolicy,
-    x: torch.Tensor,
-    target: torch.Tensor,
-    dev: torch.device,
-    voxels: int,
-    measure_memory: bool,
-    timing: bool,
-    warmup: int,
-    rounds: int,
-    max_seconds: float | None,
-    tick: Callable[[int], None],
-) -> None:
-    """Training steps under ``policy``: tracked peak (first warm-up), optimizer state, timing."""
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    done = 0
-    if measure_memory:
-        with row.guard("train memory", dev):
-            row["peak_mem_train_bytes"] = devices.peak_bytes(
-                lambda: _step.train_step(model, policy, x, target), model, dev
-            )
-            optimizer.step()
-            done = 1
-            tick(1)
-    if timing and row["status"] != "oom":
-        with row.guard("train timing", dev):
-            res = time_rounds(
-                lambda: _step.train_step(model, policy, x, target, optimizer),
-                dev,
-                warmup=max(0, warmup - done),
-                rounds=rounds,
-                max_seconds=max_seconds,
-                on_round=lambda: tick(1),
-            )
-            row["train_step_s"], row["train_step_iqr_s"] = res.median_s, res.iqr_s
-            row["train_voxels_per_s"] = voxels / res.median_s
-    if optimizer.state:
-        row["opt_state_bytes"] = _step.state_bytes(optimizer)
-    for p in model.parameters():
-        p.grad = None

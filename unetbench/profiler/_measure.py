@@ -1,0 +1,140 @@
+"""The measurements behind one record: failures kept in the row, inference and training steps.
+
+Each measurement runs under :meth:`Row.guard`: running out of memory marks the row ``oom``,
+any other exception ``error``, with the reason; the caller goes on with the next measurement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from unetbench.profiler import _step, devices
+from unetbench.profiler.policies import CheckpointPolicy
+from unetbench.profiler.timing import time_rounds
+
+__all__ = ["Row", "measure_inference", "measure_training"]
+
+logger = logging.getLogger(__name__)
+
+_STATUS_RANK = {"ok": 0, "error": 1, "oom": 2}
+
+
+def _failure(exc: BaseException) -> tuple[str, str]:
+    """Classify an exception from a measurement as ("oom" | "error", one-line reason)."""
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    if devices.is_oom(exc):
+        return "oom", text
+    return "error", text
+
+
+class Row(dict[str, Any]):
+    """A record under construction: measurements fill columns, failures set the status."""
+
+    def fail(self, status: str, reason: str, what: str) -> None:
+        if _STATUS_RANK[status] > _STATUS_RANK[self["status"]]:
+            self["status"] = status
+        self["reason"] = "; ".join(r for r in (self["reason"], f"{what}: {reason}") if r)
+
+    @contextlib.contextmanager
+    def guard(self, what: str, device: torch.device) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:  # every measurement failure goes into the record
+            status, reason = _failure(exc)
+            logger.warning("%s (%s) failed: %s", what, self["checkpointing"], reason)
+            self.fail(status, reason, what)
+            devices.release(device)
+
+
+def measure_inference(
+    row: Row,
+    model: nn.Module,
+    x: torch.Tensor,
+    dev: torch.device,
+    voxels: int,
+    measure_memory: bool,
+    timing: bool,
+    warmup: int,
+    rounds: int,
+    max_seconds: float | None,
+    tick: Callable[[int], None],
+) -> None:
+    """Inference-mode forward in eval mode: peak memory (doubles as warm-up) and timing."""
+
+    def infer() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    model.eval()
+    try:
+        done = 0
+        if measure_memory:
+            with row.guard("infer memory", dev):
+                row["peak_mem_infer_bytes"] = devices.peak_bytes(infer, model, dev)
+                done = 1
+                tick(1)
+        if timing and row["status"] != "oom":
+            with row.guard("infer timing", dev):
+                res = time_rounds(
+                    infer,
+                    dev,
+                    warmup=max(0, warmup - done),
+                    rounds=rounds,
+                    max_seconds=max_seconds,
+                    on_round=lambda: tick(1),
+                )
+                row["infer_s"], row["infer_iqr_s"] = res.median_s, res.iqr_s
+                row["infer_voxels_per_s"] = voxels / res.median_s
+    finally:
+        model.train()
+
+
+def measure_training(
+    row: Row,
+    model: nn.Module,
+    policy: CheckpointPolicy,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    dev: torch.device,
+    voxels: int,
+    measure_memory: bool,
+    timing: bool,
+    warmup: int,
+    rounds: int,
+    max_seconds: float | None,
+    tick: Callable[[int], None],
+) -> None:
+    """Training steps under ``policy``: tracked peak (first warm-up), optimizer state, timing."""
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    done = 0
+    if measure_memory:
+        with row.guard("train memory", dev):
+            row["peak_mem_train_bytes"] = devices.peak_bytes(
+                lambda: _step.train_step(model, policy, x, target), model, dev
+            )
+            optimizer.step()
+            done = 1
+            tick(1)
+    if timing and row["status"] != "oom":
+        with row.guard("train timing", dev):
+            res = time_rounds(
+                lambda: _step.train_step(model, policy, x, target, optimizer),
+                dev,
+                warmup=max(0, warmup - done),
+                rounds=rounds,
+                max_seconds=max_seconds,
+                on_round=lambda: tick(1),
+            )
+            row["train_step_s"], row["train_step_iqr_s"] = res.median_s, res.iqr_s
+            row["train_voxels_per_s"] = voxels / res.median_s
+    if optimizer.state:
+        row["opt_state_bytes"] = _step.state_bytes(optimizer)
+    for p in model.parameters():
+        p.grad = None
