@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from unetbench import ConfigError, UNet, UNetConfig, UsageError
-from unetbench.profiler import RECORD_COLUMNS, _measure, _step, profile
+from unetbench.profiler import RECORD_COLUMNS, _measure, _step, api, profile
 
 TINY = UNetConfig(n_blocks=2, start_filts=4)
 FAST: dict[str, Any] = dict(warmup=1, rounds=2)
@@ -165,3 +165,18 @@ def test_profile_on_cuda() -> None:
     assert (frame["mem_method"] == "cuda_allocator").all()
     ratio = frame["peak_mem_train_bytes"] / frame["est_peak_mem_train_bytes"]
     assert ratio.between(0.9, 1.2).all()
+
+
+def test_a_model_that_does_not_fit_marks_every_row_but_still_estimates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_room(*args: Any, **kwargs: Any) -> Any:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+
+    monkeypatch.setattr(api, "_model_on", no_room)
+    frame = profile(TINY, (8, 8, 8), **FAST)
+    assert (frame["status"] == "oom").all()
+    assert frame["reason"].str.contains("setup: OutOfMemoryError").all()
+    assert frame["peak_mem_train_bytes"].isna().all() and frame["train_step_s"].isna().all()
+    assert (frame["est_peak_mem_train_bytes"] > 0).all()  # sizing needs no device memory
+    assert (frame["train_flops"] > 0).all()

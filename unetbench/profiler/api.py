@@ -135,18 +135,21 @@ def profile(
     for row in rows:
         row.update({c: math.nan for c in RECORD_COLUMNS if c not in row})
 
-    model = _model_on(config_or_model, cfg, dev)
-    for row in rows:
-        row["params"] = sum(p.numel() for p in model.parameters())
-    x, target = _step.make_batch(cfg, full, dev)
-
     shared = _measure.Row(base, checkpointing="*")
-    if count_flops:
-        with shared.guard("fvcore", dev):
-            shared["fwd_macs"], shared["unsupported_ops"] = flops.count_fwd_macs(model, x)
-    _measure.measure_inference(
-        shared, model, x, dev, out_voxels, measure_memory, timing, warmup, rounds, max_seconds, tick
-    )
+    with shared.guard("setup", dev):  # model and batch may already not fit on the device
+        model = _model_on(config_or_model, cfg, dev)
+        x, target = _step.make_batch(cfg, full, dev)
+    measured = not shared["reason"]
+    if measured:
+        for row in rows:
+            row["params"] = sum(p.numel() for p in model.parameters())
+        if count_flops:
+            with shared.guard("fvcore", dev):
+                shared["fwd_macs"], shared["unsupported_ops"] = flops.count_fwd_macs(model, x)
+        _measure.measure_inference(
+            shared, model, x, dev, out_voxels, measure_memory, timing, warmup, rounds,
+            max_seconds, tick,
+        )  # fmt: skip
     for row, policy in zip(rows, policies, strict=True):
         for key in (
             "fwd_macs",
@@ -167,21 +170,11 @@ def profile(
         if count_flops:
             with row.guard("flops", dev):
                 row["fwd_flops"], row["train_flops"] = flops.count_torch_flops(cfg, full, 1, policy)
-        _measure.measure_training(
-            row,
-            model,
-            policy,
-            x,
-            target,
-            dev,
-            out_voxels,
-            measure_memory,
-            timing,
-            warmup,
-            rounds,
-            max_seconds,
-            tick,
-        )
+        if measured:
+            _measure.measure_training(
+                row, model, policy, x, target, dev, out_voxels, measure_memory, timing,
+                warmup, rounds, max_seconds, tick,
+            )  # fmt: skip
     frame = pd.DataFrame(
         [{k: row.get(k) for k in (*base_fields(), *RECORD_COLUMNS)} for row in rows]
     )
