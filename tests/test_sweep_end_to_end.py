@@ -1,0 +1,92 @@
+"""studies/smoke.toml with real training and profiling, through the command line.
+
+The smoke study is run twice: once by ``unetbench sweep`` in a subprocess (the user's path),
+once by ``run_sweep`` in this process; the second run checks reproducibility (same configs in
+the same order, same Dice on CPU with deterministic settings).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from unetbench.sweep import load_study_spec, run_sweep
+
+SMOKE = Path(__file__).parent.parent / "studies" / "smoke.toml"
+
+
+@pytest.fixture(scope="module")
+def smoke_cli(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    results = tmp_path_factory.mktemp("smoke-cli")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unetbench.cli.main",
+            "sweep",
+            str(SMOKE),
+            "--results-dir",
+            str(results),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return results, proc.stdout
+
+
+def test_smoke_study_leaves_trials_parquet_and_database(smoke_cli: tuple[Path, str]) -> None:
+    results, stdout = smoke_cli
+    spec = load_study_spec(SMOKE)
+    frame = pd.read_parquet(results / "smoke" / "trials.parquet")
+    assert len(frame) == spec.n_trials
+    assert (frame["trial_state"] == "COMPLETE").all()
+    trained = frame[frame["status"] == "ok"]
+    assert len(trained) >= 1 and trained["feasible"].all()
+    assert trained["val_dice"].between(0, 1).all() and trained["val_iou"].between(0, 1).all()
+    positive = ["peak_mem_train_bytes", "params", "train_s", "profile_s", "estimate_s",
+                "est_peak_mem_train_bytes", "est_total_train_bytes",
+                "peak_mem_train_bytes__blocks"]  # fmt: skip
+    for col in positive:
+        assert (trained[col] > 0).all(), col
+    for mode in ("none", "blocks"):
+        assert (trained[f"status__{mode}"] == "ok").all()
+    assert (trained["peak_mem_train_bytes__blocks"] < trained["peak_mem_train_bytes__none"]).all()
+    assert set(trained["checkpointing"]) <= {"none", "blocks"}
+    illegal = frame[frame["status"] == "illegal"]
+    assert (~illegal["feasible"]).all() and illegal["reason"].str.contains("illegal").all()
+    assert f"optuna-dashboard sqlite:///{results.resolve()}" in stdout
+
+
+def test_smoke_study_opens_as_a_plain_optuna_study(smoke_cli: tuple[Path, str]) -> None:
+    results, _ = smoke_cli
+    url = f"sqlite:///{results / 'smoke' / 'study.db'}"
+    (summary,) = optuna.get_all_study_summaries(url)
+    assert summary.study_name == "smoke" and summary.n_trials == 3
+    study = optuna.load_study(study_name="smoke", storage=url)
+    assert study.metric_names == ["val_dice", "peak_mem_train_bytes"]
+    for t in study.trials:
+        json.dumps(t.user_attrs, allow_nan=False)
+        assert set(t.constraints) == {"memory_over_budget", "failed"}
+    assert study.best_trials
+
+
+def test_same_spec_and_seed_give_same_configs_and_dice(
+    smoke_cli: tuple[Path, str], tmp_path: Path
+) -> None:
+    results, _ = smoke_cli
+    run_sweep(SMOKE, results_dir=tmp_path, show_progress=False)
+    first = pd.read_parquet(results / "smoke" / "trials.parquet")
+    second = pd.read_parquet(tmp_path / "smoke" / "trials.parquet")
+    fields = ["up_mode", "merge_mode", "attention", "status"]
+    assert first[fields].equals(second[fields])
+    pd.testing.assert_series_equal(first["val_dice"], second["val_dice"], rtol=0, atol=1e-9)
+    pd.testing.assert_series_equal(first["train_loss"], second["train_loss"], rtol=0, atol=1e-9)
