@@ -25,7 +25,7 @@ from unetbench.sweep.evaluator import Evaluator, TorchEvaluator
 from unetbench.sweep.export import export_trials
 from unetbench.sweep.spec import StudySpec, load_study_spec
 from unetbench.sweep.storage import StudyStorage, fail_dead_trials, open_storage
-from unetbench.sweep.worker import run_worker, worker_process_main
+from unetbench.sweep.worker import cpu_threads, run_worker, torch_threads, worker_process_main
 
 __all__ = ["SweepResult", "run_sweep"]
 
@@ -81,9 +81,10 @@ def run_sweep(
     try:
         if workers == 1:
             bar.update(study)
-            run_worker(
-                spec, store, n, evaluator, on_trial_end=lambda s: _after(s, bar, trials_path)
-            )
+            with torch_threads(cpu_threads(spec, 1)):
+                run_worker(
+                    spec, store, n, evaluator, on_trial_end=lambda s: _after(s, bar, trials_path)
+                )
         else:
             _run_processes(spec, storage, study_dir, n, evaluator, workers, study, bar, trials_path)
     except KeyboardInterrupt:
@@ -139,10 +140,11 @@ def _run_processes(
 ) -> None:
     ctx = multiprocessing.get_context("spawn")
     level = logging.getLogger().getEffectiveLevel()
+    threads = cpu_threads(spec, workers)
     procs = [
         ctx.Process(
             target=worker_process_main,
-            args=(spec, storage, str(study_dir), n, evaluator, i, level),
+            args=(spec, storage, str(study_dir), n, evaluator, i, level, threads),
             name=f"unetbench-sweep-{i}",
         )
         for i in range(workers)

@@ -79,7 +79,9 @@ _TOP_KEYS = {
     "objectives",
     "sampler",
 }
-_TRAIN_KEYS = {"patch_shape", "batch_size", "steps", "seconds", "lr", "dice_loss", "device"}
+_TRAIN_KEYS = {
+    "patch_shape", "batch_size", "steps", "seconds", "lr", "dice_loss", "device", "threads"
+}  # fmt: skip
 _PROFILE_KEYS = {"checkpointing", "options"}
 # Keyword options of unetbench.profiler.profile a study may set (timing effort, what to measure).
 _PROFILE_OPTIONS = {"warmup", "rounds", "max_seconds", "timing", "measure_memory", "count_flops"}
@@ -104,6 +106,7 @@ class StudySpec:
     lr: float = 1e-3
     dice_loss: bool = False
     device: str = "cpu"
+    threads: int | None = None  # torch CPU threads per worker; None: cores // workers
     memory_budget_bytes: int | None = None
     checkpointing: tuple[str, ...] = ("none", "blocks")
     profile_options: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -205,6 +208,7 @@ def _parse(raw: Mapping[str, Any], src: str) -> StudySpec:
         lr=_positive(train.get("lr", 1e-3), f"{src}: train.lr"),
         dice_loss=_bool(train.get("dice_loss", False), f"{src}: train.dice_loss"),
         device=str(train.get("device", "cpu")),
+        threads=None if "threads" not in train else _int(train["threads"], f"{src}: train.threads"),
         memory_budget_bytes=None
         if budget is None
         else parse_bytes(budget, f"{src}: memory_budget"),
