@@ -1,0 +1,92 @@
+"""Storage strings, dead-worker detection and per-worker threads."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.trial import TrialState
+from test_sweep_mechanics import fake_spec
+
+from unetbench import UsageError
+from unetbench.sweep.storage import fail_dead_trials, open_storage, owner_alive, worker_identity
+from unetbench.sweep.worker import cpu_threads, torch_threads
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "lock"),
+    [
+        (None, RDBStorage, "study.db.trials-lock"),
+        ("{tmp}/x.journal", JournalStorage, "x.journal.trials-lock"),
+        ("{tmp}/x.log", JournalStorage, "x.log.trials-lock"),
+        ("journal:{tmp}/y.journal", JournalStorage, "y.journal.trials-lock"),
+        ("sqlite:///{tmp}/z.db", RDBStorage, "z.db.trials-lock"),
+    ],
+)
+def test_storage_strings(tmp_path: Path, url: str | None, kind: type, lock: str) -> None:
+    store = open_storage(None if url is None else url.format(tmp=tmp_path), tmp_path)
+    assert isinstance(store.storage, kind)
+    assert store.lock_path is not None and store.lock_path.name == lock
+    with store.creation_lock():
+        assert store.lock_path.exists()
+
+
+def test_bad_storage_string(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="neither a database URL"):
+        open_storage("results/study.txt", tmp_path)
+
+
+def test_dead_worker_is_recognised_even_if_its_pid_is_reused() -> None:
+    me = worker_identity()
+    assert owner_alive(me) is True
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert owner_alive({**me, "worker_pid": dead.pid}) is False
+    assert owner_alive({**me, "worker_start": me["worker_start"] - 1}) is False  # reused PID
+    assert owner_alive({**me, "worker_host": socket.gethostname() + "-elsewhere"}) is None
+
+
+def test_fail_dead_trials_fails_only_trials_of_dead_workers(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    owners = [
+        worker_identity(),
+        {**worker_identity(), "worker_pid": dead.pid},
+        {**worker_identity(), "worker_host": "elsewhere"},
+    ]
+    for attrs in owners:
+        trial = study.ask()
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+    assert fail_dead_trials(study) == [1]
+    assert [t.state for t in study.get_trials()] == [
+        TrialState.RUNNING,
+        TrialState.FAIL,
+        TrialState.RUNNING,
+    ]
+    assert "died" in study.get_trials()[1].user_attrs["reason"]
+
+
+def test_threads_per_worker() -> None:
+    import torch
+
+    spec = fake_spec()
+    assert cpu_threads(spec, 1) is None
+    assert cpu_threads(spec, 2) == max(1, (os.cpu_count() or 1) // 2)
+    raw_threads = fake_spec(train={**_train(), "threads": 3})
+    assert cpu_threads(raw_threads, 2) == 3
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def _train() -> dict[str, object]:
+    return {"patch_shape": [8, 32, 32], "batch_size": 1, "steps": 2}
