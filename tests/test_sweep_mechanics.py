@@ -64,8 +64,10 @@ class FakeEvaluator:
         self.delay = delay
         self.marker_dir = marker_dir
         self.trained: list[str] = []
+        self.loads = 0
 
     def load_data(self, spec: StudySpec) -> Any:
+        self.loads += 1
         return "data"
 
     def estimate_memory(self, spec: StudySpec, config: Any, mode: str) -> dict[str, int]:
@@ -199,6 +201,11 @@ def test_a_config_is_trained_once_and_its_result_reused(fake_run: Any) -> None:
         assert t.user_attrs["config_key"] == source.user_attrs["config_key"]
         assert t.values == source.values
         assert "reused_from" not in source.user_attrs
+
+
+def test_data_is_loaded_once_per_worker(fake_run: Any) -> None:
+    _, evaluator = fake_run
+    assert evaluator.loads == 1 and len(evaluator.trained) > 1
 
 
 def test_trials_parquet_has_one_flat_row_per_trial(fake_run: Any) -> None:

@@ -115,6 +115,7 @@ def run_worker(
     # second worker gets a different stream, so it does not re-propose the same configs.
     sampler = make_sampler(spec, spec.seed + existing + 7919 * seed_offset)
     study = optuna.load_study(study_name=spec.name, storage=storage.storage, sampler=sampler)
+    objective = TrialObjective(spec, evaluator)  # one per worker: it keeps the data loaded
     ran = 0
     while True:
         lock = _Lock(storage)
@@ -130,11 +131,7 @@ def run_worker(
                 lock.release()
                 time.sleep(POLL_S)  # others are finishing the last trials; one may die
                 continue
-            objective = TrialObjective(
-                spec,
-                evaluator,
-                on_start=functools.partial(_start_or_surplus, n_trials=n_trials, lock=lock),
-            )
+            objective.on_start = functools.partial(_start_or_surplus, n_trials=n_trials, lock=lock)
             study.optimize(objective, n_trials=1, catch=(SurplusTrialError,))
             ran += 1
         finally:
