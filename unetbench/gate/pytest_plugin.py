@@ -117,7 +117,7 @@ def time_ratio(
     reference: Callable[[], object],
     *,
     rounds: int = 7,
-    warmup: int = 1,
+    warmup: int = 2,
 ) -> float:
     """How many times longer ``candidate`` takes than ``reference``, measured in this run.
 
@@ -195,7 +195,7 @@ class UNetGate:
         reference: Callable[[], object],
         *,
         rounds: int = 7,
-        warmup: int = 1,
+        warmup: int = 2,
         max_ratio: float | None = None,
     ) -> float:
         """Time ``candidate`` against ``reference`` in this run; fail if the ratio got worse
