@@ -132,7 +132,13 @@ def pytest_benchmark_run(flops: int, ratio: float) -> dict[str, object]:
         "name": "test_train_step[n3-f16]",
         "fullname": "tests/benchmarks/test_bench.py::test_train_step[n3-f16]",
         "params": {"name": "n3-f16"},
-        "extra_info": {"params": 1_000_000, "train_flops": flops, "train_step_ratio": ratio},
+        "extra_info": {
+            "params": 1_000_000,
+            "train_flops": flops,
+            "train_step_ratio_vs_ref": ratio,
+            "peak_mem_train_bytes": 2**20,
+            "activation": "relu",
+        },
         "stats": {"min": 0.1, "max": 0.2, "mean": 0.15, "median": 0.14, "rounds": 5},
     }
     return {"machine_info": {}, "commit_info": {}, "benchmarks": [bench], "version": "5.3.1"}
@@ -144,10 +150,20 @@ def test_pytest_benchmark_json(tmp_path: Path) -> None:
     cur.write_text(json.dumps(pytest_benchmark_run(10**9, 1.15)))
     records = load_records(base)
     assert records.loc[0, "benchmark"].endswith("test_train_step[n3-f16]")
-    assert {"params", "train_flops", "train_step_ratio", "bench_median_s"} <= set(
-        metric_columns(records)
-    )
+    assert set(metric_columns(records)) == {
+        "params",
+        "train_flops",
+        "train_step_ratio_vs_ref",
+        "peak_mem_train_bytes",
+        "bench_min_s",
+        "bench_median_s",
+        "bench_mean_s",
+    }
     assert compare_records(records, load_records(cur)).passed  # ratio +4.5% < 10%
+    worse = load_records(cur).assign(train_step_ratio_vs_ref=1.3)
+    result = compare_records(records, worse)
+    assert result.regressions["metric"].tolist() == ["train_step_ratio_vs_ref"]
+    assert result.regressions["row"].tolist() == ["test_train_step[n3-f16]"]  # path dropped
     cur.write_text(json.dumps(pytest_benchmark_run(10**9 + 64, 1.10)))
     assert not compare_records(records, load_records(cur)).passed
 
@@ -211,3 +227,11 @@ def test_bad_files(tmp_path: Path) -> None:
     df = profile_records()
     with pytest.raises(UsageError, match="same key"):
         compare_records(pd.concat([df, df]), df)
+
+
+def test_a_tolerance_asks_for_a_comparison() -> None:
+    base = profile_records().assign(custom_metric=1.0)
+    cur = base.assign(custom_metric=1.5)
+    assert compare_records(base, cur).passed  # not a metric by name
+    result = compare_records(base, cur, {"custom_metric": 0.2})
+    assert set(result.regressions["metric"]) == {"custom_metric"}

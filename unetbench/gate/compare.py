@@ -41,7 +41,8 @@ _FAILING = {"changed", "worse", "missing", "missing row", "status"}
 
 def metric_columns(df: pd.DataFrame) -> list[str]:
     """Columns compared by default: the exact metrics, then measured ones by their unit suffix
-    (``_s``, ``_per_s``, ``_bytes``, ``_ratio``); spreads (IQR) and identifiers are skipped."""
+    (``_s``, ``_per_s``, ``_bytes``) or as ratios (``_ratio`` anywhere in the name, e.g.
+    ``train_step_ratio_vs_none``); spreads (IQR) and identifiers are skipped."""
     numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
     exact = [c for c in EXACT_METRICS if c in numeric]
     measured = [
@@ -50,7 +51,7 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
         if c not in exact
         and c not in _NOT_METRICS
         and "." not in c
-        and c.endswith(_MEASURED_SUFFIXES)
+        and (c.endswith(_MEASURED_SUFFIXES) or "_ratio" in c)
     ]
     return exact + measured
 
@@ -93,6 +94,11 @@ def _full_label(row: Iterable[object]) -> str:
 def _short_labels(rows: pd.DataFrame, key: Sequence[str]) -> dict[str, str]:
     """Full key text -> label naming only the key columns that differ between rows."""
     texts = rows.map(_norm)
+    if "benchmark" in texts.columns:  # drop the test file path all benchmarks share
+        names = texts["benchmark"].tolist()
+        files = {n.rsplit("::", 1)[0] if "::" in n else None for n in names}
+        if len(files) == 1 and None not in files:
+            texts["benchmark"] = [n.rsplit("::", 1)[1] for n in names]
     varying = [c for c in key if texts[c].nunique() > 1] or list(key)[:1]
     out = {}
     for full, row in zip(rows.itertuples(index=False), texts.itertuples(index=False), strict=True):
@@ -255,6 +261,7 @@ def compare_records(
     unknown = [m for m in tolerances if m not in chosen and m not in base.columns]
     if unknown:
         raise UsageError(f"tolerance given for unknown metric(s) {unknown}; metrics: {chosen}")
+    chosen += [m for m in tolerances if m not in chosen]  # a tolerance asks for a comparison
     chosen = [m for m in chosen if m not in set(ignore)]
     short = _short_labels(pd.concat([baseline[key], current[key]]), key)
     rows: list[dict[str, object]] = []
