@@ -19,6 +19,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from unetbench._errors import ConfigError
+from unetbench.sweep._checks import (
+    as_bool,
+    as_int,
+    as_modes,
+    as_positive,
+    as_seconds,
+    as_shape,
+    as_table,
+    no_unknown,
+    parse_bytes,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -85,8 +96,6 @@ _TRAIN_KEYS = {
 _PROFILE_KEYS = {"checkpointing", "options"}
 # Keyword options of unetbench.profiler.profile a study may set (timing effort, what to measure).
 _PROFILE_OPTIONS = {"warmup", "rounds", "max_seconds", "timing", "measure_memory", "count_flops"}
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
-_UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,64 +170,54 @@ def load_study_spec(path: str | Path) -> StudySpec:
     return StudySpec.from_dict(raw, source=str(path))
 
 
-def parse_bytes(value: object, where: str = "memory_budget") -> int:
-    """``"8GiB"``, ``"512 MiB"``, ``"2GB"`` or an integer number of bytes."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(value))
-    if isinstance(value, str) and m and m.group(2).upper() in _UNITS:
-        n = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
-        if n > 0:
-            return n
-    raise ConfigError(
-        f"{where} must be a positive size like '8GiB', '512MiB' or bytes, but got {value!r}"
-    )
-
-
 def _parse(raw: Mapping[str, Any], src: str) -> StudySpec:
-    _no_unknown(raw, _TOP_KEYS, src, "")
+    no_unknown(raw, _TOP_KEYS, src, "")
     for key in ("name", "n_trials", "search", "data", "train", "objectives"):
         if key not in raw:
             raise ConfigError(f"{src}: missing required key {key!r}")
     name = raw["name"]
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ConfigError(f"{src}: name must be letters, digits, '_', '-' or '.', got {name!r}")
-    train = _table(raw, "train", src)
-    _no_unknown(train, _TRAIN_KEYS, src, "train.")
-    profile = _table(raw, "profile", src) if "profile" in raw else {}
-    _no_unknown(profile, _PROFILE_KEYS, src, "profile.")
-    sampler = dict(_table(raw, "sampler", src)) if "sampler" in raw else {}
+    train = as_table(raw, "train", src)
+    no_unknown(train, _TRAIN_KEYS, src, "train.")
+    profile = as_table(raw, "profile", src) if "profile" in raw else {}
+    no_unknown(profile, _PROFILE_KEYS, src, "profile.")
+    sampler = dict(as_table(raw, "sampler", src)) if "sampler" in raw else {}
     sampler_name = sampler.pop("name", "nsga2")
     if sampler_name not in SAMPLERS:
         raise ConfigError(f"{src}: sampler.name={sampler_name!r}; choose one of {sorted(SAMPLERS)}")
-    _no_unknown(sampler, SAMPLERS[sampler_name], src, f"sampler ({sampler_name}).")
+    no_unknown(sampler, SAMPLERS[sampler_name], src, f"sampler ({sampler_name}).")
     budget = raw.get("memory_budget")
     return StudySpec(
         name=name,
         description=str(raw.get("description", "")),
-        n_trials=_int(raw["n_trials"], f"{src}: n_trials"),
-        seed=_int(raw.get("seed", 0), f"{src}: seed", low=0),
-        search=_search(_table(raw, "search", src), src),
-        fixed=dict(_table(raw, "fixed", src)) if "fixed" in raw else {},
-        data=dict(_table(raw, "data", src)),
-        patch_shape=_shape(train.get("patch_shape"), src),
-        batch_size=_int(train.get("batch_size", 1), f"{src}: train.batch_size"),
-        steps=_int(train.get("steps"), f"{src}: train.steps"),
-        seconds=_seconds(train.get("seconds"), src),
-        lr=_positive(train.get("lr", 1e-3), f"{src}: train.lr"),
-        dice_loss=_bool(train.get("dice_loss", False), f"{src}: train.dice_loss"),
+        n_trials=as_int(raw["n_trials"], f"{src}: n_trials"),
+        seed=as_int(raw.get("seed", 0), f"{src}: seed", low=0),
+        search=_search(as_table(raw, "search", src), src),
+        fixed=dict(as_table(raw, "fixed", src)) if "fixed" in raw else {},
+        data=dict(as_table(raw, "data", src)),
+        patch_shape=as_shape(train.get("patch_shape"), src),
+        batch_size=as_int(train.get("batch_size", 1), f"{src}: train.batch_size"),
+        steps=as_int(train.get("steps"), f"{src}: train.steps"),
+        seconds=as_seconds(train.get("seconds"), src),
+        lr=as_positive(train.get("lr", 1e-3), f"{src}: train.lr"),
+        dice_loss=as_bool(train.get("dice_loss", False), f"{src}: train.dice_loss"),
         device=str(train.get("device", "cpu")),
-        threads=None if "threads" not in train else _int(train["threads"], f"{src}: train.threads"),
+        threads=_threads(train, src),
         memory_budget_bytes=None
         if budget is None
         else parse_bytes(budget, f"{src}: memory_budget"),
-        checkpointing=_modes(profile.get("checkpointing", ["none", "blocks"]), src),
+        checkpointing=as_modes(profile.get("checkpointing", ["none", "blocks"]), src),
         profile_options=dict(profile.get("options", {})),
-        objectives=_objectives(_table(raw, "objectives", src), src),
+        objectives=_objectives(as_table(raw, "objectives", src), src),
         sampler=sampler_name,
         sampler_options=sampler,
         source=src,
     )
+
+
+def _threads(train: Mapping[str, Any], src: str) -> int | None:
+    return None if "threads" not in train else as_int(train["threads"], f"{src}: train.threads")
 
 
 def _validate_parts(spec: StudySpec) -> None:
@@ -240,71 +239,6 @@ def _validate_parts(spec: StudySpec) -> None:
         raise ConfigError(
             f"{src}: unknown key profile.options.{bad[0]}; allowed: {sorted(_PROFILE_OPTIONS)}"
         )
-
-
-def _no_unknown(
-    table: Mapping[str, Any], allowed: set[str] | frozenset[str], src: str, at: str
-) -> None:
-    unknown = sorted(set(table) - set(allowed))
-    if unknown:
-        raise ConfigError(
-            f"{src}: unknown key {at}{unknown[0]}; allowed keys are {sorted(allowed) or 'none'}"
-        )
-
-
-def _table(raw: Mapping[str, Any], key: str, src: str) -> Mapping[str, Any]:
-    value = raw[key]
-    if not isinstance(value, dict):
-        raise ConfigError(f"{src}: {key} must be a table ([{key}]), got {value!r}")
-    return value
-
-
-def _int(value: object, where: str, low: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{where} must be an integer >= {low}, got {value!r}")
-    return value
-
-
-def _positive(value: object, where: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{where} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _bool(value: object, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
-    return value
-
-
-def _seconds(value: object, src: str) -> float | None:
-    return None if value is None else _positive(value, f"{src}: train.seconds")
-
-
-def _shape(value: object, src: str) -> tuple[int, ...]:
-    if (
-        not isinstance(value, list)
-        or len(value) not in (2, 3)
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-    ):
-        raise ConfigError(
-            f"{src}: train.patch_shape must be [D, H, W] (or [H, W] for dim=2), got {value!r}"
-        )
-    return tuple(value)
-
-
-def _modes(value: object, src: str) -> tuple[str, ...]:
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(v, str) for v in value)
-        or len(set(value)) != len(value)
-    ):
-        raise ConfigError(
-            f"{src}: profile.checkpointing must be a non-empty list of distinct mode names, "
-            f"e.g. ['none', 'blocks'], got {value!r}"
-        )
-    return tuple(value)
 
 
 def _search(table: Mapping[str, Any], src: str) -> dict[str, tuple[Any, ...]]:
