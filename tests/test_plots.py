@@ -65,7 +65,7 @@ def test_checkpointing_panels(tmp_path: Path) -> None:
     notes = [t.get_text() for t in mem_ax.texts]
     assert all(n.startswith("−") and n.endswith("%") for n in notes)
     assert all(t.get_text().startswith("+") for t in time_ax.texts)
-    legend = [t.get_text() for t in time_ax.get_legend().get_texts()]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == ["no checkpointing", "with checkpointing"]
     save(fig, tmp_path, "checkpointing")
 

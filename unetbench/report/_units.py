@@ -77,7 +77,8 @@ def format_cell(column: str, value: object) -> str:
             return ""
         if column.endswith(("_bytes", "_s", "_flops", "_macs")) or column == "params":
             divisor, unit = scale_for(column, [number])
-            return f"{number / divisor:.4g} {unit}"
+            scaled = number / divisor
+            return f"{scaled:,.0f} {unit}" if abs(scaled) >= 1e4 else f"{scaled:.4g} {unit}"
         if column.endswith("_pct"):
             return f"{number:+.1f}%"
         if float(number).is_integer() and abs(number) < 1e15:

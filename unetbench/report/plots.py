@@ -45,6 +45,8 @@ OKABE_ITO = {
     "vermillion": "#D55E00",
     "purple": "#CC79A7",
 }
+# 500,000 rather than 500000 or 5e5; small values keep matplotlib's own precision.
+_THOUSANDS = FuncFormatter(lambda v, _: f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:g}")
 _SERIES = ["blue", "orange", "green", "vermillion", "purple", "sky_blue", "black"]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 
@@ -212,7 +214,9 @@ def plot_checkpointing(records_or_savings: pd.DataFrame, *, max_configs: int = 1
     axes[0].set_yticks(y, labels, fontsize=8)
     axes[0].set_title("Peak training memory (label: change vs none)", fontsize=10)
     axes[1].set_title("Training step time (label: change vs none)", fontsize=10)
-    axes[1].legend(loc="lower right", fontsize=9, framealpha=0.9)
+    handles, names = axes[1].get_legend_handles_labels()
+    # Below the panels, so it never covers a bar.
+    fig.legend(handles, names, loc="outside lower center", ncols=2, fontsize=9, frameon=False)
     return fig
 
 
@@ -286,6 +290,7 @@ def plot_factor_effects(effects: pd.DataFrame, objective: str, *, ncols: int = 3
         ax.set_xticks(x, ticks, fontsize=8, rotation=30 if len(rows) > 4 else 0)
         ax.set_title(name, fontsize=10)
         ax.set_ylabel(ylabel, fontsize=9)
+        ax.yaxis.set_major_formatter(_THOUSANDS)
         ax.grid(True, axis="y", alpha=0.3)
     for ax in axes[len(fields) :]:
         ax.set_visible(False)
