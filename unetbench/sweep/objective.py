@@ -228,9 +228,12 @@ class TrialObjective:
     def _store(self, trial: optuna.Trial, row: dict[str, Any]) -> None:
         for key, value in row.items():
             trial.set_user_attr(key, _jsonable(value))
-        if hasattr(trial, "set_constraint"):  # Optuna >= 5; older ones use constraints_func
-            for name, value in zip(CONSTRAINT_NAMES, row["constraints"], strict=True):
-                trial.set_constraint(name, value)
+        # The list format of Optuna's "constraints" system attribute (what a constraints_func
+        # stores): samplers read it, and so does optuna-dashboard 0.21, which ignores the named
+        # constraints of Optuna 5's Trial.set_constraint.
+        trial.study._storage.set_trial_system_attr(
+            trial._trial_id, "constraints", [float(v) for v in row["constraints"]]
+        )
 
 
 def _infeasible(row: dict[str, Any], status: str, reason: str) -> None:

@@ -40,8 +40,8 @@ class SurplusTrialError(Exception):
 def make_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
     """The spec's sampler, seeded, with the memory budget and failures as constraints."""
     opts: dict[str, Any] = dict(spec.sampler_options)
-    if not hasattr(optuna.Trial, "set_constraint"):  # Optuna < 5: constraints from user attrs
-        opts["constraints_func"] = constraints_from_attrs
+    if not hasattr(optuna.Trial, "set_constraint"):  # Optuna < 5 only reads constraints when
+        opts["constraints_func"] = constraints_from_attrs  # a constraints_func is given
     if spec.sampler == "nsga2":
         opts.setdefault("population_size", 8)
         return optuna.samplers.NSGAIISampler(seed=seed, **opts)
