@@ -71,6 +71,7 @@ BAD = [
     ("search.planar_blocks", [[], [5]], "planar_blocks choice \\[5\\] is never legal"),
     ("fixed.colour", 3, "fixed.colour is not a UNetConfig field"),
     ("fixed.attention", True, "attention is both fixed and searched"),
+    ("fixed.normalization", "group7", "no searched combination is a legal UNetConfig"),
     ("fixed.n_blocks", 5, "patch_shape 8x32x32 is illegal for the fixed config"),
     ("fixed.dim", 2, "has 3 axes but dim=2"),
     ("train.patch_shape", [8, 32], "has 2 axes but dim=3"),

@@ -87,10 +87,12 @@ def validate_space(spec: StudySpec) -> None:
             f"but dim={dim}"
         )
     legal: dict[tuple[str, str], str | None] = {}
+    first_error = None
     for values in _combinations(spec):
         try:
             config = build_config(spec, values)
         except (ConfigError, TypeError, ValueError) as exc:
+            first_error = first_error or str(exc)
             for field, value in values.items():
                 legal.setdefault((field, json.dumps(value, default=list)), str(exc))
             continue
@@ -104,6 +106,8 @@ def validate_space(spec: StudySpec) -> None:
                 f"{src}: train.patch_shape {_fmt(spec.patch_shape)} is illegal for "
                 f"{combo or 'the fixed config'}: {exc}"
             ) from None
+    if first_error is not None and not any(e is None for e in legal.values()):
+        raise ConfigError(f"{src}: no searched combination is a legal UNetConfig: {first_error}")
     for (field, value), error in legal.items():
         if error is not None:
             raise ConfigError(f"{src}: search.{field} choice {value} is never legal: {error}")
