@@ -161,3 +161,16 @@ def test_cli_malformed_spec_one_line_exit_2(tmp_path: Path, text: str, message: 
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and lines[0].startswith("unetbench sweep:")
     assert not (tmp_path / "x").exists() and not (tmp_path / "smoke").exists()
+
+
+def test_cuda_study_without_cuda_is_refused_before_any_trial(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    from unetbench import UsageError
+    from unetbench.sweep import run_sweep
+
+    with pytest.raises(UsageError, match="CUDA is not available"):
+        run_sweep(STUDIES / "gpu.toml", results_dir=tmp_path, show_progress=False)
+    assert not (tmp_path / "gpu").exists()

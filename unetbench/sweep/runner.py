@@ -71,7 +71,9 @@ def run_sweep(
     n = spec.n_trials if n_trials is None else n_trials
     if n < 1 or workers < 1:
         raise UsageError(f"n_trials and workers must be >= 1, got n_trials={n}, workers={workers}")
-    evaluator = evaluator if evaluator is not None else TorchEvaluator()
+    if evaluator is None:
+        evaluator = TorchEvaluator()
+        _check_device(spec.device)
     study_dir = Path(results_dir) / spec.name
     store = open_storage(storage, study_dir)
     study = _create_or_check(spec, store)
@@ -95,6 +97,17 @@ def run_sweep(
         bar.close()
     export_trials(study, trials_path)
     return _result(spec, store, study, trials_path)
+
+
+def _check_device(device: str) -> None:
+    """Refuse a CUDA study on a machine without CUDA before any trial exists."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(
+            f"the study trains on device={device!r} but CUDA is not available here; "
+            "set [train] device = 'cpu' or run it on a GPU machine"
+        )
 
 
 def _create_or_check(spec: StudySpec, store: StudyStorage) -> optuna.Study:
