@@ -111,7 +111,7 @@ def test_from_json_rejects_malformed_text() -> None:
 
 def test_module_activation_accepted_but_not_serialisable() -> None:
     cfg = UNetConfig(activation=torch.nn.ELU())
-    with pytest.raises(ConfigError, match="nn.Module instance"):
+    with pytest.raises(ConfigError, match=r"nn\.Module instance"):
         cfg.to_json()
 
 

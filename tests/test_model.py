@@ -46,14 +46,18 @@ def test_weight_init_is_xavier_normal_with_zero_bias() -> None:
     UNet.weight_init(norm)  # other layers are left alone
     assert torch.all(norm.weight == 1)
     model = UNet(**SMALL)
-    assert all(torch.count_nonzero(m.bias) == 0 for m in model.modules() if isinstance(m, nn.Conv3d))
+    assert all(
+        torch.count_nonzero(m.bias) == 0 for m in model.modules() if isinstance(m, nn.Conv3d)
+    )
 
 
 def test_activation_modules_are_not_shared() -> None:
     model = UNet(activation=nn.PReLU(), **SMALL)
     block = model.down_convs[0]
     assert block.act1 is not block.act2
-    prelu_params = sum(p.numel() for m in model.modules() if isinstance(m, nn.PReLU) for p in m.parameters())
+    prelu_params = sum(
+        p.numel() for m in model.modules() if isinstance(m, nn.PReLU) for p in m.parameters()
+    )
     assert prelu_params == 3 * 2 + 2 * 3  # one slope per activation: 2 per encoder, 3 per decoder
 
 
@@ -121,8 +125,14 @@ SCRIPT_CASES = [
     (dict(), (1, 1, 8, 16, 16)),
     (dict(attention=True, up_mode="resizeconv_linear", conv_mode="valid"), (1, 1, 44, 44, 44)),
     (dict(dim=2, merge_mode="add", activation="prelu", normalization="group2"), (1, 1, 16, 16)),
-    (dict(planar_blocks=(0,), up_mode="resizeconv_nearest", activation=nn.SiLU()), (1, 1, 4, 16, 16)),
-    (dict(up_mode="resizeconv_linear1", normalization="instance", activation="lin"), (1, 1, 8, 8, 8)),
+    (
+        dict(planar_blocks=(0,), up_mode="resizeconv_nearest", activation=nn.SiLU()),
+        (1, 1, 4, 16, 16),
+    ),
+    (
+        dict(up_mode="resizeconv_linear1", normalization="instance", activation="lin"),
+        (1, 1, 8, 8, 8),
+    ),
 ]
 
 
