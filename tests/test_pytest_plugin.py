@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -165,3 +167,10 @@ def test_bad_ratio_tolerance_is_a_usage_error(pytester: pytest.Pytester) -> None
     result = run(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*unetbench ratio tolerance must be a number >= 0*'lots'*"])
+
+
+def test_loading_the_plugin_does_not_import_torch() -> None:
+    # pytest loads the plugin in every session of a project that has unetbench installed.
+    code = "import sys, unetbench.gate.pytest_plugin; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -50,6 +50,7 @@ peak_mem_train_bytes = "minimize"
 name = "nsga2"
 population_size = 4
 """
+SEARCHED = ("up_mode", "merge_mode", "normalization", "start_filts", "attention")
 
 
 class FakeEvaluator:
@@ -64,6 +65,7 @@ class FakeEvaluator:
         self.delay = delay
         self.marker_dir = marker_dir
         self.trained: list[str] = []
+        self.train_modes: dict[tuple, str] = {}  # searched values -> mode trained with
         self.loads = 0
 
     def load_data(self, spec: StudySpec) -> Any:
@@ -74,9 +76,10 @@ class FakeEvaluator:
         peak = config.start_filts * 1_000_000 * (2 if mode == "none" else 1)
         return {"est_peak_mem_train_bytes": peak, "est_total_train_bytes": peak + 1000}
 
-    def train(self, spec: StudySpec, config: Any, data: Any) -> dict[str, Any]:
+    def train(self, spec: StudySpec, config: Any, data: Any, checkpointing: str) -> dict[str, Any]:
         key = json.dumps(config.to_dict(), sort_keys=True)
         self.trained.append(key)
+        self.train_modes[tuple(getattr(config, f) for f in SEARCHED)] = checkpointing
         if self.marker_dir is not None:
             Path(self.marker_dir, f"train-{time.monotonic_ns()}").touch()
         time.sleep(self.delay)
@@ -176,7 +179,7 @@ def test_over_budget_trial_is_decided_by_the_estimate_alone(fake_run: Any) -> No
 
 
 def test_cheapest_fitting_checkpointing_mode_is_chosen(fake_run: Any) -> None:
-    results, _ = fake_run
+    results, evaluator = fake_run
     chosen = set()
     for t in load(results).get_trials():
         a = t.user_attrs
@@ -186,6 +189,9 @@ def test_cheapest_fitting_checkpointing_mode_is_chosen(fake_run: Any) -> None:
         none_fits = a["start_filts"] * 2_000_000 + 1000 <= 50_000_000
         assert a["checkpointing"] == ("none" if none_fits else "blocks")
         assert a["peak_mem_train_bytes"] == a[f"peak_mem_train_bytes__{a['checkpointing']}"]
+        if "reused_from" not in a:  # trained with the mode that fits, not just profiled with it
+            searched = tuple(a[f] for f in SEARCHED)
+            assert evaluator.train_modes[searched] == a["checkpointing"]
     assert chosen == {"none", "blocks"}, "change the seed so that both cases occur"
 
 

@@ -53,6 +53,20 @@ def test_same_seed_same_result_other_seed_differs(runs: dict[str, TrainResult]) 
     assert not torch.are_deterministic_algorithms_enabled()  # global setting restored
 
 
+def test_checkpointed_training_matches_plain_training(
+    runs: dict[str, TrainResult], data: SegmentationData
+) -> None:
+    # The sweep trains a config that fits its budget only with checkpointing that way; the
+    # policy changes memory and time, not the result (same gradients, BN statistics once).
+    r = train_and_evaluate(TINY, data, **FAST, seed=4, checkpointing="blocks")
+    a = runs["a"]
+    assert r.status == "ok" and r.steps_done == a.steps_done
+    assert r.train_loss == pytest.approx(a.train_loss, rel=1e-5)
+    assert r.val_dice == pytest.approx(a.val_dice, abs=1e-3)
+    with pytest.raises(UsageError, match="unknown checkpointing policy 'sometimes'"):
+        train_and_evaluate(TINY, data, **FAST, checkpointing="sometimes")
+
+
 def test_absurd_lr_diverges_with_reason(data: SegmentationData) -> None:
     cfg = UNetConfig(n_blocks=2, start_filts=4, normalization="none")
     r = train_and_evaluate(cfg, data, patch_shape=(8, 16, 16), batch_size=2, steps=50, lr=1e30)

@@ -7,16 +7,26 @@ profile/train -> flat record (pandas) -> report/plot.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unetbench._errors import ConfigError, UnetbenchError, UsageError
-from unetbench.config import UNetConfig
-from unetbench.model import UNet
+
+if TYPE_CHECKING:
+    from unetbench.config import UNetConfig
+    from unetbench.gate import compare_records
+    from unetbench.model import UNet
+    from unetbench.profiler import estimate_train_memory, plan, profile
+    from unetbench.report import build_report
+    from unetbench.sweep import load_study_spec, run_sweep
 
 __version__ = "0.1.0"
 
-# Heavier parts (profiler, sweeps, reports) are imported on first use.
+# Everything that needs torch is imported on first use, so that `import unetbench` (and the
+# pytest plugin that pytest loads in every session of a user's project) stays cheap.
 _LAZY = {
+    "UNetConfig": "unetbench.config",
+    "UNet": "unetbench.model",
+    "estimate_train_memory": "unetbench.profiler",
     "profile": "unetbench.profiler",
     "plan": "unetbench.profiler",
     "run_sweep": "unetbench.sweep",
@@ -32,7 +42,13 @@ __all__ = [
     "UnetbenchError",
     "UsageError",
     "__version__",
-    *_LAZY,
+    "build_report",
+    "compare_records",
+    "estimate_train_memory",
+    "load_study_spec",
+    "plan",
+    "profile",
+    "run_sweep",
 ]
 
 

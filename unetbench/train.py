@@ -27,6 +27,7 @@ from unetbench.data.metrics import OverlapCounts
 from unetbench.data.patches import PatchSampler, predict_volume
 from unetbench.data.volumes import SegmentationData
 from unetbench.model import UNet
+from unetbench.profiler.policies import get_policy
 
 __all__ = ["TrainResult", "soft_dice_loss", "train_and_evaluate"]
 
@@ -109,14 +110,17 @@ def train_and_evaluate(
     dice_loss: bool = False,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    checkpointing: str = "none",
 ) -> TrainResult:
     """Train ``config`` on ``data`` with Adam for ``steps`` steps or ``seconds``, then validate.
 
     Loss: cross-entropy, plus :func:`soft_dice_loss` if ``dice_loss``. Training stops at
     ``steps`` or after ``seconds`` of training, whichever comes first (a time limit makes the
     step count, and so the Dice, depend on machine speed). A non-finite loss stops training
-    with status ``'diverged'``. Raises ConfigError if the patch does not suit the config or
-    data, UsageError for a bad device or budget.
+    with status ``'diverged'``. ``checkpointing`` names the profiler's policy for the training
+    forward (``none``, ``blocks``, ...), so a config that fits its memory budget only with
+    checkpointing is trained with it. Raises ConfigError if the patch does not suit the config
+    or data, UsageError for a bad device, budget or policy.
     """
     patch = tuple(int(s) for s in patch_shape)
     if steps < 1 or batch_size < 1 or (seconds is not None and seconds <= 0):
@@ -125,6 +129,7 @@ def train_and_evaluate(
             "steps and batch_size must be >= 1 and seconds > 0 or None"
         )
     dev = _device(device)
+    forward = get_policy(checkpointing).forward
     _check(config, data, patch)
     det_before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -144,7 +149,7 @@ def train_and_evaluate(
             if seconds is not None and time.perf_counter() - start >= seconds:
                 break
             x, y = sampler.sample(batch_size)
-            logits = model(torch.from_numpy(x).to(dev))
+            logits = forward(model, torch.from_numpy(x).to(dev))
             target = torch.from_numpy(y).to(dev)
             loss = F.cross_entropy(logits, target)
             if dice_loss:

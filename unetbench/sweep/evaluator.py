@@ -35,8 +35,13 @@ class Evaluator(Protocol):
         is what the study's memory budget is compared with, as ``unetbench plan`` does.
         """
 
-    def train(self, spec: StudySpec, config: UNetConfig, data: Any) -> dict[str, Any]:
-        """Train under the spec's budget; ``TrainResult.to_dict()`` keys (val_dice, status...)."""
+    def train(
+        self, spec: StudySpec, config: UNetConfig, data: Any, checkpointing: str
+    ) -> dict[str, Any]:
+        """Train under the spec's budget with the trial's checkpointing mode.
+
+        Returns ``TrainResult.to_dict()`` keys (val_dice, status...).
+        """
 
     def profile(self, spec: StudySpec, config: UNetConfig) -> list[dict[str, Any]]:
         """One profiler record per checkpointing mode in ``spec.checkpointing``."""
@@ -71,7 +76,9 @@ class TorchEvaluator:
             "est_total_train_bytes": peak + adam_state + batch,
         }
 
-    def train(self, spec: StudySpec, config: UNetConfig, data: Any) -> dict[str, Any]:
+    def train(
+        self, spec: StudySpec, config: UNetConfig, data: Any, checkpointing: str
+    ) -> dict[str, Any]:
         from unetbench.train import train_and_evaluate
 
         result = train_and_evaluate(
@@ -85,6 +92,7 @@ class TorchEvaluator:
             dice_loss=spec.dice_loss,
             seed=spec.seed,
             device=spec.device,
+            checkpointing=checkpointing,
         )
         return dict(result.to_dict())
 

@@ -155,7 +155,7 @@ class TrialObjective:
             free_memory()  # the next trial starts from the same baseline
 
     def _measure(self, config: Any, mode: str, row: dict[str, Any]) -> None:
-        result = self.evaluator.train(self.spec, config, self._data)
+        result = self.evaluator.train(self.spec, config, self._data, mode)
         row.update(result)
         if result.get("status", "ok") != "ok":
             return _infeasible(row, str(result.get("status")), str(result.get("reason", "")))
