@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -17,12 +16,7 @@ TINY = ["--set", "n_blocks=2", "--set", "start_filts=4", "--shape", "8,8,8"]
 FAST = ["--rounds", "1", "--warmup", "1"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json"])

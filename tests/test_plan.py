@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 
 from unetbench import ConfigError, UNet, UNetConfig, UsageError
 from unetbench.profiler import PLAN_COLUMNS, estimate_train_memory, parse_bytes, plan
@@ -15,12 +12,7 @@ TINY = UNetConfig(n_blocks=2, start_filts=4)
 MiB = 2**20
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
 from unetbench import UNet, UNetConfig
 from unetbench.profiler.flops import count_fwd_macs, count_torch_flops, format_unsupported
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny nets run faster on one thread, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _convs_one_level(n: int, vox: int, cin: int, f: int, cout: int) -> list[int]:
