@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
@@ -32,7 +33,7 @@ def test_dice_vs_memory_front_budget_and_units(tmp_path: Path) -> None:
     ax = fig.axes[0]
     assert ax.get_xlabel() == "peak training memory (MiB)"
     assert ax.get_ylabel() == "validation Dice"
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
     n_front = int(
         (df.status.eq("ok") & df.trial_state.eq("COMPLETE") & df.feasible.astype(bool)).sum()
     )
@@ -109,5 +110,35 @@ def test_budget_far_beyond_the_trials_stays_in_the_legend() -> None:
     ax = fig.axes[0]
     assert ax.get_xlabel() == "peak training memory (MiB)"  # not squashed into GiB
     assert ax.get_xlim()[1] < 1024
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "memory budget (64 GiB), beyond the x range →" in labels
+
+
+def test_collapsed_trials_sit_on_the_lower_edge_and_the_title_counts_what_is_hidden() -> None:
+    df = make_trials()
+    ok = df.index[df.status.eq("ok") & df.trial_state.eq("COMPLETE")]
+    df.loc[ok[:2], "val_dice"] = 0.0  # two trials that learned nothing
+    repeat = df.loc[[ok[5]]].assign(trial_number=999, reused_from=float(ok[5]))
+    df = pd.concat([df, repeat], ignore_index=True)
+    fig = plot_dice_vs_memory(df, objectives=DICE_MEM)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    edge = next(lab for lab in labels if lab.startswith("Dice < "))
+    assert edge.endswith("on the lower edge (2)") and "(lowest 0.00)" in edge
+    others = df.loc[ok[2:], "val_dice"]
+    bottom = ax.get_ylim()[0]
+    assert 0.0 < bottom < others.min()  # the axis is not stretched down to 0
+    assert ax.get_ylim()[1] - bottom < 0.5
+    shown = int((df.reused_from.isna() & df.status.eq("ok") & df.trial_state.eq("COMPLETE")).sum())
+    n_failed = len(df) - shown - 1
+    assert ax.get_title() == (
+        f"Accuracy vs training memory ({shown} trials; not shown: {n_failed} failed/unscored, "
+        "1 repeated config)"
+    )
+
+
+def test_no_outliers_no_edge_marker() -> None:
+    fig = plot_dice_vs_memory(make_trials(), objectives=DICE_MEM)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert not any(lab.startswith("Dice < ") for lab in labels)
+    assert any(lab.startswith("Pareto front (") for lab in labels)  # staircase: 2 objectives

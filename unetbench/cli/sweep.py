@@ -1,4 +1,4 @@
-"""``unetbench sweep studies/X.toml``: run or resume a study (see docs/sweep.md)."""
+"""``unetbench sweep studies/X.toml``: run or resume a study (see the README, "Sweeps")."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from unetbench._errors import UsageError
+from unetbench.report._units import format_cell
 
 
 def add_parser(subparsers: Any) -> None:
@@ -59,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     )
     name = spec.objective_names[0]
     if result.best:
-        print(f"best {name}: {result.best.get(name)} (trial {result.best.get('trial_number')})")
+        best = format_cell(name, result.best.get(name))
+        print(f"best {name}: {best} (trial {result.best.get('trial_number')})")
     print(f"trials: {result.trials_path}")
     print(f"dashboard: optuna-dashboard {result.storage}")
     return 0

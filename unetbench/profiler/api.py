@@ -86,7 +86,7 @@ def profile(
     count_flops: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
-    """Profile a U-Net: one row per checkpointing policy (columns: docs/profiler.md).
+    """Profile a U-Net: one row per checkpointing policy (columns: README, "Record columns").
 
     Args:
         config_or_model: A UNetConfig, or a unetbench UNet (profiled on a copy, so its

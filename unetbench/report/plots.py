@@ -9,6 +9,7 @@ Agg canvas whatever the user's backend is, hold no global state and never open a
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,12 +83,18 @@ def plot_dice_vs_memory(
     shown_budget = float(memory_budget_bytes) if budget_on_axis and memory_budget_bytes else 0.0
     divisor, xlabel = label_for(memory, [top, shown_budget])
 
+    # A few collapsed trials (Dice near 0) would squash the others into a line at the top:
+    # they are drawn as down-pointing triangles on the lower edge instead.
+    floor = _low_outlier_floor(done[dice])
+    y = done[dice] if floor is None else done[dice].clip(lower=floor)
+    low = done[dice] < floor if floor is not None else pd.Series(False, index=done.index)
+
     fig = _figure()
     ax = fig.add_subplot()
     rest = done[~infeasible & ~on_front]
     ax.scatter(
         rest[memory] / divisor,
-        rest[dice],
+        y[rest.index],
         s=28,
         color=OKABE_ITO["blue"],
         alpha=0.75,
@@ -98,7 +105,7 @@ def plot_dice_vs_memory(
     if len(bad):
         ax.scatter(
             bad[memory] / divisor,
-            bad[dice],
+            y[bad.index],
             s=36,
             color=OKABE_ITO["vermillion"],
             marker="x",
@@ -109,22 +116,35 @@ def plot_dice_vs_memory(
     if staircase and len(front) > 1:
         ax.step(
             front[memory] / divisor,
-            front[dice],
+            y[front.index],
             where="post",
             color=OKABE_ITO["orange"],
             linewidth=1.8,
             zorder=2,
         )
+    over = "" if staircase else f" over all {len(objectives)} objectives"
     ax.scatter(
         front[memory] / divisor,
-        front[dice],
+        y[front.index],
         s=80,
         color=OKABE_ITO["orange"],
         edgecolor="black",
         marker="D",
         zorder=3,
-        label=f"Pareto front ({len(front)})",
+        label=f"Pareto front{over} ({len(front)})",
     )
+    if low.any():
+        ax.scatter(
+            done.loc[low, memory] / divisor,
+            y[low],
+            s=110,
+            facecolor="none",
+            edgecolor=OKABE_ITO["black"],
+            marker="v",
+            zorder=4,
+            label=f"Dice < {floor:.2f} (lowest {done[dice].min():.2f}), on the lower edge "
+            f"({int(low.sum())})",
+        )
     if memory_budget_bytes is not None:
         budget_div, budget_unit = scale_for(memory, [memory_budget_bytes])
         budget_text = f"memory budget ({memory_budget_bytes / budget_div:.3g} {budget_unit})"
@@ -133,22 +153,36 @@ def plot_dice_vs_memory(
             ax.axvline(memory_budget_bytes / divisor, label=budget_text, **style)
         else:  # legend entry only
             ax.plot([], [], label=f"{budget_text}, beyond the x range →", **style)
-    missing = len(records) - len(done)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(label_for(dice, [])[1])
-    ax.set_title(
-        "Accuracy vs training memory"
-        + (
-            f" ({missing} failed/unscored trial{'s' if missing > 1 else ''} not shown)"
-            if missing
-            else ""
-        ),
-        fontsize=10,
-    )
+    ax.set_title(_dice_title(records, len(done)), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.08, y=0.08)
-    ax.legend(loc="best", fontsize=9, framealpha=0.9)
+    # Below the axes, where it cannot cover a point.
+    fig.legend(loc="outside lower center", ncols=2, fontsize=9, frameon=False)
     return fig
+
+
+def _low_outlier_floor(values: pd.Series) -> float | None:
+    """Lower y limit that leaves out far low outliers (below Q1 - 3 IQR), or None if none."""
+    if len(values) < 5:
+        return None
+    q1, q3 = values.quantile([0.25, 0.75])
+    spread = max(q3 - q1, 0.01)
+    inliers = values[values >= q1 - 3 * spread]
+    if len(inliers) == len(values):
+        return None
+    return float(inliers.min() - 0.5 * spread)
+
+
+def _dice_title(records: pd.DataFrame, shown: int) -> str:
+    """Title naming what the plot leaves out: unscored trials and repeats of a config."""
+    repeats = int(records["reused_from"].notna().sum()) if "reused_from" in records else 0
+    unscored = len(records) - shown - repeats
+    parts = [f"{unscored} failed/unscored"] if unscored else []
+    parts += [f"{repeats} repeated config{'s' if repeats > 1 else ''}"] if repeats else []
+    hidden = f"; not shown: {', '.join(parts)}" if parts else ""
+    return f"Accuracy vs training memory ({shown} trials{hidden})"
 
 
 def plot_checkpointing(records_or_savings: pd.DataFrame, *, max_configs: int = 15) -> Figure:
@@ -160,12 +194,14 @@ def plot_checkpointing(records_or_savings: pd.DataFrame, *, max_configs: int = 1
     if "mem_saved_pct" not in savings.columns:
         savings = checkpointing_savings(savings)
     savings = savings.head(max_configs).iloc[::-1]
+    # Long config labels wrap onto two or three lines instead of squashing the panels.
     labels = [
-        f"{lab} [{mode}]"
+        textwrap.fill(f"{lab} [{mode}]", width=48)
         for lab, mode in zip(savings["label"], savings["checkpointing"], strict=True)
     ]
+    lines = max((label.count("\n") + 1 for label in labels), default=1)
     y = np.arange(len(savings))
-    height = max(2.5, 0.45 * len(savings) + 1.5)
+    height = max(2.5, (0.3 + 0.15 * lines) * len(savings) + 1.8)
     fig = _figure(11.0, height)
     axes = fig.subplots(1, 2, sharey=True)
     # (record column for units, baseline column, checkpointed column, change in % vs none)
@@ -212,8 +248,9 @@ def plot_checkpointing(records_or_savings: pd.DataFrame, *, max_configs: int = 1
         ax.margins(x=0.15)
         ax.grid(True, axis="x", alpha=0.3)
     axes[0].set_yticks(y, labels, fontsize=8)
-    axes[0].set_title("Peak training memory (label: change vs none)", fontsize=10)
-    axes[1].set_title("Training step time (label: change vs none)", fontsize=10)
+    axes[0].set_title("Peak training memory", fontsize=10)
+    axes[1].set_title("Training step time", fontsize=10)
+    fig.suptitle("Gradient checkpointing per config (bar labels: change vs none)", fontsize=11)
     handles, names = axes[1].get_legend_handles_labels()
     # Below the panels, so it never covers a bar.
     fig.legend(handles, names, loc="outside lower center", ncols=2, fontsize=9, frameon=False)

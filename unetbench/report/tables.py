@@ -1,6 +1,6 @@
 """Report tables computed from flat trial/profile records (pandas), never from models.
 
-Every function takes a DataFrame whose columns follow docs/CONTRACT.md (config fields,
+Every function takes a DataFrame whose columns follow the profiler's records (config fields,
 ``checkpointing``, ``status``, ``peak_mem_train_bytes``, ``train_step_s``, ``trial_number``,
 ``val_dice``, ``trial_state``, ``feasible``, ``reason``...) and returns a new DataFrame.
 Columns that a table needs but the records lack are reported as errors naming the column.

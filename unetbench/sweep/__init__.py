@@ -1,8 +1,9 @@
 """Optuna sweeps over the U-Net design space: accuracy, memory and speed per trial.
 
-A study is a TOML file (``studies/*.toml``, keys in ``docs/sweep.md``); :func:`run_sweep` runs
-or resumes it until ``n_trials`` trials are COMPLETE and writes ``results/<study>/trials.parquet``
-next to the Optuna storage, which optuna-dashboard opens unchanged.
+A study is a TOML file (``studies/*.toml``; every key is in the README, "Writing a study").
+:func:`run_sweep` runs or resumes it until ``n_trials`` trials are COMPLETE and writes
+``results/<study>/trials.parquet`` next to the Optuna storage, which optuna-dashboard opens
+unchanged.
 """
 
 from __future__ import annotations
