@@ -87,7 +87,8 @@ def test_profile_cost_is_linear_in_voxels(benchmark: Any, monkeypatch: pytest.Mo
 
     t1, t2, t4 = benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.extra_info.update(t1=t1, t2=t2, t4=t4, ratio_2x=t2 / t1, ratio_4x=t4 / t1)
-    # At most linear (a + b * voxels with a >= 0): never more than proportional. (The
-    # increments t4 - t2 vs. t2 - t1 are too noisy on a shared machine to assert on.)
-    assert t1 < t2 < t4
-    assert t2 / t1 <= 2 * 1.2 and t4 / t1 <= 4 * 1.2
+    # At most linear (a + b * voxels with a >= 0): never more than proportional, with 20% for
+    # noise. It grows: 4x the voxels cost measurably more. (t1 vs t2, and the increments
+    # t4 - t2 vs t2 - t1, are within the noise of a shared machine: a fixed part dominates.)
+    assert t4 > 1.2 * t1
+    assert t2 / t1 <= 2 * 1.2 and t4 / t1 <= 4 * 1.2 and t4 / t2 <= 2 * 1.2
