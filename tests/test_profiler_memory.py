@@ -27,7 +27,7 @@ CASES: list[tuple[dict[str, Any], tuple[int, ...], int]] = [
     (dict(n_blocks=2, start_filts=4, conv_mode="valid"), (20, 20, 20), 1),
     (dict(n_blocks=3, start_filts=4, dim=2, out_channels=1), (16, 16), 2),
 ]
-POLICIES = ("none", "blocks", "top_units")
+POLICIES = ("none", "blocks", "top_units", "lean")
 
 
 def _tracked_cpu_peak(cfg: UNetConfig, shape: tuple[int, ...], batch: int, name: str) -> int:
@@ -56,8 +56,11 @@ def test_tracked_cpu_peak_equals_fake_estimate_and_checkpointing_lowers_it(
         # The output is much smaller than the input, so the peak is the first encoder block's
         # own forward, which every policy runs in full: checkpointing cannot lower it.
         assert tracked["top_units"] <= tracked["blocks"] <= tracked["none"]
+        assert tracked["lean"] <= tracked["none"]
     else:
         assert tracked["top_units"] < tracked["blocks"] < tracked["none"]
+        # Whether lean or top_units is lower depends on the config (see the policies' docs).
+        assert tracked["lean"] < tracked["none"]
 
 
 @pytest.mark.parametrize(("kwargs", "shape", "batch"), CASES[:4])
@@ -81,9 +84,12 @@ def test_default_config_reference_figures() -> None:
     plain = estimate_train_memory(UNetConfig(), (32, 64, 64))
     blocks = estimate_train_memory(UNetConfig(), (32, 64, 64), checkpointing="blocks")
     top_units = estimate_train_memory(UNetConfig(), (32, 64, 64), checkpointing="top_units")
+    lean = estimate_train_memory(UNetConfig(), (32, 64, 64), checkpointing="lean")
     assert plain / MiB == pytest.approx(289.7, abs=0.1)
     assert 0.6 < blocks / plain < 0.72
     assert top_units < blocks
+    assert lean <= 0.5 * plain  # the goal: at least half of the peak saved
+    assert lean / MiB == pytest.approx(133.8, abs=0.1)
 
 
 def test_estimate_allocates_nothing() -> None:

@@ -22,6 +22,13 @@ CASES: list[tuple[dict[str, Any], tuple[int, ...]]] = [
     (dict(n_blocks=2, start_filts=4, up_mode="resizeconv_nearest"), (2, 1, 8, 8, 8)),
     (dict(n_blocks=2, start_filts=4, conv_mode="valid"), (2, 1, 20, 20, 20)),
     (dict(n_blocks=3, start_filts=4, dim=2, normalization="instance"), (2, 1, 16, 16)),
+    # In-place activations of `lean`: LeakyReLU, on a bare convolution output (no norm),
+    # identity, and activations it leaves out of place (PReLU, RReLU in eval-like recompute).
+    (dict(n_blocks=2, start_filts=4, activation="leaky", normalization="none"), (2, 1, 8, 8, 8)),
+    (dict(n_blocks=2, start_filts=4, activation="lin", full_norm=False), (2, 1, 8, 8, 8)),
+    (dict(n_blocks=2, start_filts=4, activation="prelu", attention=True), (2, 1, 8, 8, 8)),
+    (dict(n_blocks=2, start_filts=4, activation="silu", up_mode="resizeconv_linear1"),
+     (2, 1, 8, 8, 8)),
 ]  # fmt: skip
 
 
@@ -32,7 +39,7 @@ def _step_result(model: UNet, name: str, x: torch.Tensor) -> tuple[torch.Tensor,
     return out.detach(), grads, copy.deepcopy(model.state_dict())
 
 
-@pytest.mark.parametrize("name", ["blocks", "top_units"])
+@pytest.mark.parametrize("name", ["blocks", "top_units", "lean"])
 @pytest.mark.parametrize(("kwargs", "shape"), CASES)
 def test_policy_matches_plain_forward(kwargs: dict[str, Any], shape: tuple, name: str) -> None:
     torch.manual_seed(0)
@@ -50,7 +57,7 @@ def test_policy_matches_plain_forward(kwargs: dict[str, Any], shape: tuple, name
 
 
 def test_builtin_policies_are_registered() -> None:
-    assert policy_names()[:3] == ("none", "blocks", "top_units")
+    assert policy_names()[:4] == ("none", "blocks", "top_units", "lean")
 
 
 def test_unknown_policy_names_the_known_ones() -> None:

@@ -29,7 +29,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--checkpointing",
         default="none,blocks",
-        help="comma-separated policies: none, blocks, top_units (default none,blocks)",
+        help="comma-separated policies: none, blocks, top_units, lean (default none,blocks)",
     )
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
     p.add_argument("--rounds", type=int, default=5, help="timed steps at most (default 5)")
