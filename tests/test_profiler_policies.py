@@ -23,16 +23,18 @@ CASES: list[tuple[dict[str, Any], tuple[int, ...]]] = [
     (dict(n_blocks=2, start_filts=4, conv_mode="valid"), (2, 1, 20, 20, 20)),
     (dict(n_blocks=3, start_filts=4, dim=2, normalization="instance"), (2, 1, 16, 16)),
     # In-place activations of `lean`: LeakyReLU, on a bare convolution output (no norm),
-    # identity, and activations it leaves out of place (PReLU, RReLU in eval-like recompute).
+    # identity, and activations it leaves out of place (PReLU, SiLU, RReLU with its random slopes).
     (dict(n_blocks=2, start_filts=4, activation="leaky", normalization="none"), (2, 1, 8, 8, 8)),
     (dict(n_blocks=2, start_filts=4, activation="lin", full_norm=False), (2, 1, 8, 8, 8)),
     (dict(n_blocks=2, start_filts=4, activation="prelu", attention=True), (2, 1, 8, 8, 8)),
     (dict(n_blocks=2, start_filts=4, activation="silu", up_mode="resizeconv_linear1"),
      (2, 1, 8, 8, 8)),
+    (dict(n_blocks=2, start_filts=4, activation="rrelu", normalization="group2"), (2, 1, 8, 8, 8)),
 ]  # fmt: skip
 
 
 def _step_result(model: UNet, name: str, x: torch.Tensor) -> tuple[torch.Tensor, dict, dict]:
+    torch.manual_seed(1)  # the same random RReLU slopes in both forwards
     out = get_policy(name).forward(model, x)
     out.square().mean().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
