@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from unetbench._errors import UsageError
-from unetbench.report._units import format_cell
 
 
 def add_parser(subparsers: Any) -> None:
@@ -37,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import optuna
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from unetbench.report._units import format_cell
     from unetbench.sweep import load_study_spec, run_sweep
 
     if args.trials is not None and args.trials < 1:
