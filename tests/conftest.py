@@ -7,6 +7,9 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+# A throwaway PostgreSQL server (fixtures postgres_server, pg_url): tests/pg_server.py.
+pytest_plugins = ["pg_server"]
+
 
 @pytest.fixture
 def one_thread() -> Iterator[None]:

@@ -135,5 +135,5 @@ def test_two_workers_on_one_journal(tmp_path: Path) -> None:
     assert [t.state for t in trials] == [TrialState.COMPLETE] * n  # none surplus, none failed
     trained = [t.user_attrs["config_key"] for t in trials if "reused_from" not in t.user_attrs]
     assert len(trained) == len(set(trained))  # no config trained twice
-    pids: set[Any] = {t.user_attrs["worker_pid"] for t in trials}
+    pids: set[Any] = {t.user_attrs["worker"]["pid"] for t in trials}
     assert len(pids) == 2 and os.getpid() not in pids

@@ -15,7 +15,8 @@ from optuna.trial import TrialState
 from test_sweep_mechanics import fake_spec
 
 from unetbench import UsageError
-from unetbench.sweep.storage import fail_dead_trials, open_storage, owner_alive, worker_identity
+from unetbench.sweep.liveness import Liveness, owner_alive, worker_identity
+from unetbench.sweep.storage import open_storage
 from unetbench.sweep.worker import cpu_threads, torch_threads
 
 
@@ -47,31 +48,33 @@ def test_dead_worker_is_recognised_even_if_its_pid_is_reused() -> None:
     assert owner_alive(me) is True
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    assert owner_alive({**me, "worker_pid": dead.pid}) is False
-    assert owner_alive({**me, "worker_start": me["worker_start"] - 1}) is False  # reused PID
-    assert owner_alive({**me, "worker_host": socket.gethostname() + "-elsewhere"}) is None
+    assert owner_alive({**me, "pid": dead.pid}) is False
+    assert owner_alive({**me, "start": me["start"] - 1}) is False  # reused PID
+    assert owner_alive({**me, "host": socket.gethostname() + "-elsewhere"}) is None
+    assert owner_alive(None) is None  # no identity recorded (yet): never taken for dead
 
 
 def test_fail_dead_trials_fails_only_trials_of_dead_workers(tmp_path: Path) -> None:
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+    store = open_storage(f"sqlite:///{tmp_path / 's.db'}", tmp_path)
+    study = optuna.create_study(storage=store.storage)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     owners = [
         worker_identity(),
-        {**worker_identity(), "worker_pid": dead.pid},
-        {**worker_identity(), "worker_host": "elsewhere"},
+        {**worker_identity(), "pid": dead.pid},
+        {**worker_identity(), "host": "elsewhere"},
     ]
-    for attrs in owners:
-        trial = study.ask()
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-    assert fail_dead_trials(study) == [1]
+    for ident in owners:
+        study.ask().set_user_attr("worker", ident)
+    assert Liveness(store).fail_dead(study) == [1]
     assert [t.state for t in study.get_trials()] == [
         TrialState.RUNNING,
         TrialState.FAIL,
         TrialState.RUNNING,
     ]
-    assert "died" in study.get_trials()[1].user_attrs["reason"]
+    failed = study.get_trials()[1].user_attrs
+    assert failed["reason"] == f"worker {dead.pid} on host {socket.gethostname()} died"
+    assert failed["status"] == "error"
 
 
 def test_threads_per_worker() -> None:

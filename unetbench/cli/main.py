@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from unetbench._errors import UnetbenchError
 
-SUBCOMMANDS = ("profile", "plan", "sweep", "report", "compare")
+SUBCOMMANDS = ("profile", "plan", "sweep", "report", "compare", "storage-server")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in SUBCOMMANDS:
-        module = importlib.import_module(f"unetbench.cli.{name}")
+        module = importlib.import_module(f"unetbench.cli.{name.replace('-', '_')}")
         module.add_parser(sub)
     return parser
 
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    module = importlib.import_module(f"unetbench.cli.{args.command}")
+    module = importlib.import_module(f"unetbench.cli.{args.command.replace('-', '_')}")
     try:
         return int(module.run(args))
     except UnetbenchError as exc:

@@ -21,12 +21,40 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("spec", type=Path, help="study spec, e.g. studies/quick.toml")
     p.add_argument("--trials", type=int, default=None, help="COMPLETE trials wanted in total")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes on this machine (default: one per --devices entry, else 1)",
+    )
+    p.add_argument(
+        "--devices",
+        default=None,
+        help="one device per worker, e.g. cuda:0,cuda:1 or all (every GPU here); "
+        "default: the spec's [train] device for every worker",
+    )
     p.add_argument(
         "--storage",
         default=None,
-        help="Optuna storage URL (sqlite:///f.db, postgresql+psycopg2://...) or journal file "
-        "(PATH.journal); default sqlite under <results-dir>/<study>/study.db",
+        help="Optuna storage: sqlite:///f.db, postgresql+psycopg2://USER:PW@HOST/DB, "
+        "grpc://HOST:PORT (unetbench storage-server) or a journal file (PATH.journal); "
+        "default sqlite under <results-dir>/<study>/study.db",
+    )
+    p.add_argument(
+        "--heartbeat-interval",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="server databases and grpc://: seconds between heartbeats of a running trial "
+        "(default 60)",
+    )
+    p.add_argument(
+        "--grace-period",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="server databases and grpc://: seconds without a heartbeat after which a trial's "
+        "worker is taken for dead and the trial failed and rerun elsewhere (default 180)",
     )
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="default: results")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -38,10 +66,11 @@ def run(args: argparse.Namespace) -> int:
 
     from unetbench.report._units import format_cell
     from unetbench.sweep import load_study_spec, run_sweep
+    from unetbench.sweep.storage import redact
 
     if args.trials is not None and args.trials < 1:
         raise UsageError(f"--trials must be >= 1, got {args.trials}")
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     spec = load_study_spec(args.spec)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -53,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
             storage=args.storage,
             results_dir=args.results_dir,
             show_progress=not args.no_progress,
+            devices=args.devices,
+            heartbeat_interval=args.heartbeat_interval,
+            grace_period=args.grace_period,
         )
     print(
         f"{result.study_name}: {result.n_complete} trials complete "
@@ -63,5 +95,5 @@ def run(args: argparse.Namespace) -> int:
         best = format_cell(name, result.best.get(name))
         print(f"best {name}: {best} (trial {result.best.get('trial_number')})")
     print(f"trials: {result.trials_path}")
-    print(f"dashboard: optuna-dashboard {result.storage}")
+    print(f"dashboard: optuna-dashboard {redact(result.storage)}")
     return 0

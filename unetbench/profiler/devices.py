@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from unetbench._errors import UsageError
+from unetbench.oom import is_oom
 from unetbench.profiler.memory import cuda_peak_bytes, tracked_peak_bytes
 
-__all__ = ["is_oom", "peak_bytes", "release", "resolve_device"]
-
-_OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory")
+__all__ = ["is_oom", "peak_bytes", "release", "resolve_device", "resolve_devices"]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -42,12 +41,27 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def is_oom(exc: BaseException) -> bool:
-    """True if ``exc`` means the device (or host) ran out of memory."""
-    oom_type = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-    if isinstance(exc, (oom_type, MemoryError)):
-        return True
-    return isinstance(exc, RuntimeError) and any(t in str(exc) for t in _OOM_TEXT)
+def resolve_devices(devices: str | Sequence[str]) -> list[str]:
+    """A list of devices, one per worker: ``"cuda:0,cuda:1"``, ``"all"`` (every CUDA device
+    here) or a sequence of device strings; each is checked with :func:`resolve_device`.
+
+    Raises:
+        UsageError: an empty list, ``all`` without a GPU, or any device that does not exist.
+    """
+    if isinstance(devices, str):
+        names = [d.strip() for d in devices.split(",") if d.strip()]
+        if names == ["all"]:
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0:
+                raise UsageError(
+                    "--devices all: no CUDA device here; give a list such as cpu,cpu or cuda:0"
+                )
+            return [f"cuda:{i}" for i in range(count)]
+    else:
+        names = list(devices)
+    if not names:
+        raise UsageError("--devices is empty; give e.g. cuda:0,cuda:1, all, or cpu")
+    return [str(resolve_device(name)) for name in names]
 
 
 def release(device: torch.device) -> None:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from unetbench.config import UNetConfig
     from unetbench.sweep.spec import StudySpec
 
-__all__ = ["Evaluator", "TorchEvaluator", "free_memory", "is_oom"]
+__all__ = ["Evaluator", "TorchEvaluator", "free_memory"]
 
 
 class Evaluator(Protocol):
@@ -108,18 +108,6 @@ class TorchEvaluator:
             **spec.profile_options,
         )
         return [{str(k): v for k, v in r.items()} for r in frame.to_dict(orient="records")]
-
-
-def is_oom(exc: BaseException) -> bool:
-    """Whether an exception means the device ran out of memory."""
-    import torch
-
-    oom_type = getattr(torch, "OutOfMemoryError", None)
-    if oom_type is not None and isinstance(exc, oom_type):
-        return True
-    return isinstance(exc, (RuntimeError, MemoryError)) and (
-        isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
-    )
 
 
 def free_memory() -> None:

@@ -9,6 +9,8 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from unetbench.sweep.liveness import REASON_ATTR_PREFIX, identity_of
+
 __all__ = ["export_trials", "trials_frame"]
 
 # Columns that lead the table, in this order; the rest follow as the trials recorded them.
@@ -28,14 +30,24 @@ _LEADING = (
     "checkpointing",
 )
 # Bookkeeping attributes that are not record columns.
-_DROP = frozenset({"constraints", "config_key", "worker_start"})
+_DROP = frozenset({"constraints", "config_key", "worker_start", "worker"})
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """Every trial of the study (any state) as a flat row with the profiler's column names."""
     rows = []
+    late_reasons = {
+        k[len(REASON_ATTR_PREFIX) :]: v
+        for k, v in study._storage.get_study_system_attrs(study._study_id).items()
+        if k.startswith(REASON_ATTR_PREFIX)
+    }
     for t in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {k: v for k, v in t.user_attrs.items() if k not in _DROP}
+        ident = identity_of(t.user_attrs)
+        if ident is not None:
+            row.update(worker_host=ident["host"], worker_pid=ident["pid"])
+        if t.state.name == "FAIL" and not row.get("reason") and str(t.number) in late_reasons:
+            row.update(status="error", reason=late_reasons[str(t.number)])
         row["trial_number"] = t.number
         row["trial_state"] = t.state.name
         row.setdefault("feasible", False)

@@ -1,10 +1,14 @@
 """One trial: sample a config, check it, estimate, train, profile, and record one flat row.
 
 Every outcome the sampler should learn from ends COMPLETE: an illegal config, a config that
-does not fit the memory budget, an out-of-memory error or a diverged run is COMPLETE with its
-``reason`` and a violated constraint, never FAIL, because Optuna's samplers ignore FAIL trials
-and would propose the same configs again and again (optuna issues #3472 and #2864). Only a
-crash of the worker itself (kill, Ctrl-C, a bug) leaves a FAIL trial.
+does not fit the memory budget, an out-of-memory error (device or host), a diverged run or any
+other exception while measuring (status ``error``) is COMPLETE with its ``reason`` and a
+violated constraint, never FAIL, because Optuna's samplers ignore FAIL trials and would
+propose the same configs again and again (optuna issues #3472 and #2864). Only the end of the
+worker itself (kill, Ctrl-C, a dead machine) leaves a FAIL trial.
+
+A config is trained once per study, across all workers and machines: see
+:mod:`unetbench.sweep.claims`.
 
 The row is stored as the trial's user attributes (one JSON scalar per column, NaN as null so
 optuna-dashboard can show them) and exported to ``trials.parquet`` by the runner.
@@ -21,9 +25,11 @@ import optuna
 from optuna.trial import TrialState
 
 from unetbench._errors import ConfigError
-from unetbench.sweep.evaluator import Evaluator, finite, free_memory, is_oom
+from unetbench.oom import is_oom
+from unetbench.sweep.claims import ConfigClaims
+from unetbench.sweep.evaluator import Evaluator, finite, free_memory
+from unetbench.sweep.liveness import WORKER_ATTR, Liveness, worker_identity
 from unetbench.sweep.space import build_config, config_key, suggest
-from unetbench.sweep.storage import owner_alive, worker_identity
 
 if TYPE_CHECKING:
     from unetbench.sweep.spec import StudySpec
@@ -45,9 +51,7 @@ _PER_MODE = (
     "train_voxels_per_s",
 )
 # Row keys that describe this trial itself and are not copied when a result is reused.
-_OWN_KEYS = frozenset(
-    {"trial_number", "reused_from", "trial_s", "worker_host", "worker_pid", "worker_start"}
-)
+_OWN_KEYS = frozenset({"trial_number", "reused_from", "trial_s", "device", WORKER_ATTR})
 
 
 def constraints_from_attrs(trial: optuna.trial.FrozenTrial) -> list[float]:
@@ -57,32 +61,43 @@ def constraints_from_attrs(trial: optuna.trial.FrozenTrial) -> list[float]:
 
 
 class TrialObjective:
-    """The objective Optuna calls. ``on_start`` runs once the trial has recorded its worker."""
+    """The objective Optuna calls. ``on_start`` runs once the trial has recorded its worker.
+
+    ``spec.device`` is the device this worker trains on (``--devices`` gives each worker its
+    own). After a call, :attr:`claimed` names the config claim the trial took, which the
+    worker releases once the trial is finished.
+    """
 
     def __init__(
         self,
         spec: StudySpec,
         evaluator: Evaluator,
+        liveness: Liveness,
+        claims: ConfigClaims,
         on_start: Callable[[optuna.Trial], None] | None = None,
         poll_s: float = 2.0,
     ) -> None:
         self.spec = spec
         self.evaluator = evaluator
+        self.liveness = liveness
+        self.claims = claims
         self.on_start = on_start
         self.poll_s = poll_s
+        self.claimed: tuple[str, int] | None = None
         self._data: Any = None
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
         t0 = time.perf_counter()
-        for key, value in worker_identity().items():
-            trial.set_user_attr(key, value)
-        if self.on_start is not None:
-            self.on_start(trial)
-        row: dict[str, Any] = {"trial_number": trial.number}
-        self._run(trial, row)
-        row["trial_s"] = time.perf_counter() - t0
-        values = self._values(row)
-        self._store(trial, row)
+        self.claimed = None
+        trial.set_user_attr(WORKER_ATTR, worker_identity())  # one write: never half an identity
+        with self.liveness.heartbeat(trial._trial_id):
+            if self.on_start is not None:
+                self.on_start(trial)
+            row: dict[str, Any] = {"trial_number": trial.number}
+            self._run(trial, row)
+            row["trial_s"] = time.perf_counter() - t0
+            values = self._values(row)
+            self._store(trial, row)
         return values
 
     def _run(self, trial: optuna.Trial, row: dict[str, Any]) -> None:
@@ -107,13 +122,19 @@ class TrialObjective:
         trial.set_user_attr("config_key", key)
         if self._reuse(trial, key, row):
             return
-        mode = self._choose_mode(config, row)
-        if mode is None:
-            budget = spec.memory_budget_bytes
-            return _infeasible(
-                row, "oom", f"estimated {row['est_total_train_bytes']} B > budget {budget} B"
-            )
-        self._train_and_profile(config, mode, row)
+        try:
+            mode = self._choose_mode(config, row)
+            if mode is None:
+                budget = spec.memory_budget_bytes
+                return _infeasible(
+                    row, "oom", f"estimated {row['est_total_train_bytes']} B > budget {budget} B"
+                )
+            self._train_and_profile(config, mode, row)
+        except Exception as exc:  # the trial's outcome; the worker goes on with the next
+            if is_oom(exc):
+                return _infeasible(row, "oom", f"out of memory: {_one_line(exc)}")
+            _LOG.warning("trial %d failed", trial.number, exc_info=True)
+            return _infeasible(row, "error", f"{type(exc).__name__}: {_one_line(exc)}")
 
     def _choose_mode(self, config: Any, row: dict[str, Any]) -> str | None:
         """The first checkpointing mode (spec order) whose estimate fits the budget, or None.
@@ -147,10 +168,6 @@ class TrialObjective:
             self._data = self.evaluator.load_data(self.spec)
         try:
             self._measure(config, mode, row)
-        except Exception as exc:
-            if not is_oom(exc):
-                raise
-            _infeasible(row, "oom", f"out of memory: {exc}")
         finally:
             free_memory()  # the next trial starts from the same baseline
 
@@ -176,34 +193,56 @@ class TrialObjective:
         return None
 
     def _reuse(self, trial: optuna.Trial, key: str, row: dict[str, Any]) -> bool:
-        """Copy the result of an earlier trial of the same config (waiting if it is running)."""
-        study = trial.study
+        """Copy the result of a finished trial of the same config, or claim the config.
+
+        Waits while another live trial holds the claim; a claim of a dead trial is dropped.
+        """
+        study, me = trial.study, trial._trial_id
         while True:
-            earlier = [
-                t
-                for t in study.get_trials(
-                    deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)
-                )
-                if t.number != trial.number and t.user_attrs.get("config_key") == key
-            ]
-            done = [t for t in earlier if t.state == TrialState.COMPLETE]
-            if done:
-                source = min(done, key=lambda t: t.number)
-                original = source.user_attrs.get("reused_from", source.number)
-                row.update({k: v for k, v in source.user_attrs.items() if k not in _OWN_KEYS})
-                row.update(reused_from=original, trial_s=0.0)
-                _LOG.info(
-                    "trial %d: same config as trial %d, result reused", trial.number, original
-                )
+            if self._copy_finished(study, trial.number, key, row):
                 return True
-            running = [
-                t
-                for t in earlier
-                if t.number < trial.number and owner_alive(t.user_attrs) is not False
-            ]
-            if not running:
+            if self.claims.try_claim(key, me):
+                if self._copy_finished(study, trial.number, key, row):
+                    self.claims.release(key, me)  # its owner finished and released meanwhile
+                    return True
+                self.claimed = (key, me)
                 return False
-            time.sleep(self.poll_s)
+            held = self.claims.holder(key)
+            if held is None:
+                continue  # released between our two calls: try again at once
+            claim_id, owner = held
+            state = None if owner is None else _state(study, owner)
+            if owner is None and not self._others_running(study, me, key):
+                self.claims.drop(claim_id)  # its creator died before naming itself
+            elif state in (TrialState.FAIL, None) and owner is not None:
+                self.claims.drop(claim_id)  # its owner died or was deleted
+            elif state != TrialState.COMPLETE:
+                time.sleep(self.poll_s)
+                self.liveness.fail_dead(study)
+
+    def _copy_finished(
+        self, study: optuna.Study, number: int, key: str, row: dict[str, Any]
+    ) -> bool:
+        done = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.number != number and t.user_attrs.get("config_key") == key
+        ]
+        if not done:
+            return False
+        source = min(done, key=lambda t: t.number)
+        original = source.user_attrs.get("reused_from", source.number)
+        row.update({k: v for k, v in source.user_attrs.items() if k not in _OWN_KEYS})
+        row.update(reused_from=original, trial_s=0.0)
+        _LOG.info("trial %d: same config as trial %d, result reused", number, original)
+        return True
+
+    @staticmethod
+    def _others_running(study: optuna.Study, me: int, key: str) -> bool:
+        return any(
+            t._trial_id != me and t.user_attrs.get("config_key") == key
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        )
 
     def _values(self, row: dict[str, Any]) -> list[float]:
         """Objective values; an unmeasured one (infeasible trial) gets a bad but finite value."""
@@ -239,6 +278,18 @@ class TrialObjective:
 def _infeasible(row: dict[str, Any], status: str, reason: str) -> None:
     row.update(status=status, reason=reason, feasible=False)
     _LOG.info("trial %s infeasible: %s", row.get("trial_number"), reason)
+
+
+def _state(study: optuna.Study, trial_id: int) -> TrialState | None:
+    try:
+        return study._storage.get_trial(trial_id).state
+    except KeyError:
+        return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _fmt(shape: tuple[int, ...]) -> str:

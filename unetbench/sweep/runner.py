@@ -1,9 +1,10 @@
 """``run_sweep``: run (or resume) a study until it has ``n_trials`` COMPLETE trials.
 
 One worker runs in this process; more are spawned as processes that share the storage
-(journal file or SQLite on one machine, a server database across machines). The parent shows a
-progress bar, exports ``trials.parquet`` whenever a trial finishes, and on Ctrl-C waits for the
-workers to mark their running trials FAIL, saves what finished and re-raises.
+(journal file or SQLite on one machine, a server database or the gRPC proxy across machines),
+each on its own device when ``devices`` are given. The parent shows a progress bar, exports
+``trials.parquet`` whenever a trial finishes, and on Ctrl-C waits for the workers to mark
+their running trials FAIL, saves what finished and re-raises.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import multiprocessing
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,19 @@ import optuna
 from optuna.trial import TrialState
 
 from unetbench._errors import ConfigError, UsageError
+from unetbench.sweep.claims import ConfigClaims
 from unetbench.sweep.evaluator import Evaluator, TorchEvaluator
 from unetbench.sweep.export import export_trials
+from unetbench.sweep.liveness import Liveness
 from unetbench.sweep.spec import StudySpec, load_study_spec
-from unetbench.sweep.storage import StudyStorage, fail_dead_trials, open_storage
-from unetbench.sweep.worker import cpu_threads, run_worker, torch_threads, worker_process_main
+from unetbench.sweep.storage import StudyStorage, open_storage
+from unetbench.sweep.worker import (
+    WorkerArgs,
+    cpu_threads,
+    run_worker,
+    torch_threads,
+    worker_process_main,
+)
 
 __all__ = ["SweepResult", "run_sweep"]
 
@@ -48,36 +58,45 @@ class SweepResult:
 def run_sweep(
     spec: StudySpec | str | Path,
     n_trials: int | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     storage: str | None = None,
     results_dir: str | Path = "results",
     evaluator: Evaluator | None = None,
     show_progress: bool = True,
+    *,
+    devices: str | Sequence[str] | None = None,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
 ) -> SweepResult:
     """Run or resume ``spec`` until ``n_trials`` (default ``spec.n_trials``) trials are COMPLETE.
 
     Args:
         spec: a :class:`StudySpec` or the path of a study TOML file.
         n_trials: total COMPLETE trials wanted (not additional ones).
-        workers: worker processes on this machine.
-        storage: an Optuna storage URL or journal file (see :mod:`unetbench.sweep.storage`);
-            default ``sqlite:///<results_dir>/<study>/study.db``.
+        workers: worker processes on this machine; default one per device, else 1.
+        storage: an Optuna storage URL, ``grpc://HOST:PORT`` or journal file (see
+            :mod:`unetbench.sweep.storage`); default ``sqlite:///<results_dir>/<study>/study.db``.
         results_dir: parent of the study's directory, where ``trials.parquet`` is written.
         evaluator: what measures a config; default :class:`TorchEvaluator` (train + profile).
         show_progress: show a tqdm bar with trials done and the best value so far.
+        devices: one device per worker (``"cuda:0,cuda:1"``, ``"all"`` or a list); worker i
+            trains on ``devices[i % len(devices)]`` instead of the spec's device, recorded per
+            trial as ``device``.
+        heartbeat_interval: seconds between heartbeats of a running trial (shared storages).
+        grace_period: seconds of silence after which a trial's worker is taken for dead.
     """
     if not isinstance(spec, StudySpec):
         spec = load_study_spec(spec)
     n = spec.n_trials if n_trials is None else n_trials
+    device_list = _devices(spec, devices, check=evaluator is None)
+    workers = len(device_list) if workers is None and devices is not None else (workers or 1)
     if n < 1 or workers < 1:
         raise UsageError(f"n_trials and workers must be >= 1, got n_trials={n}, workers={workers}")
-    if evaluator is None:
-        evaluator = TorchEvaluator()
-        _check_device(spec.device)
+    evaluator = TorchEvaluator() if evaluator is None else evaluator
     study_dir = Path(results_dir) / spec.name
-    store = open_storage(storage, study_dir)
+    store = open_storage(storage, study_dir, heartbeat_interval, grace_period)
     study = _create_or_check(spec, store)
-    fail_dead_trials(study)
+    Liveness(store).fail_dead(study)
     trials_path = study_dir / "trials.parquet"
     bar = _Progress(spec, n, show_progress)
     try:
@@ -85,18 +104,43 @@ def run_sweep(
             bar.update(study)
             with torch_threads(cpu_threads(spec, 1)):
                 run_worker(
-                    spec, store, n, evaluator, on_trial_end=lambda s: _after(s, bar, trials_path)
+                    spec,
+                    store,
+                    n,
+                    evaluator,
+                    on_trial_end=lambda s: _after(s, bar, trials_path),
+                    device=device_list[0],
                 )
         else:
-            _run_processes(spec, storage, study_dir, n, evaluator, workers, study, bar, trials_path)
+            args = WorkerArgs(
+                spec, storage, str(study_dir), n, evaluator, 0, workers, None,
+                logging.getLogger().getEffectiveLevel(), cpu_threads(spec, workers),
+                heartbeat_interval, grace_period,
+            )  # fmt: skip
+            _run_processes(args, device_list, study, bar, trials_path)
     except KeyboardInterrupt:
         _LOG.warning("interrupted: finished trials are saved in %s", trials_path)
         export_trials(study, trials_path)
         raise
     finally:
         bar.close()
+    ConfigClaims(store.storage, spec.name).drop_finished(study)
     export_trials(study, trials_path)
     return _result(spec, store, study, trials_path)
+
+
+def _devices(spec: StudySpec, devices: str | Sequence[str] | None, check: bool) -> list[str]:
+    """The workers' devices; each is checked to exist here when torch measures (``check``)."""
+    if devices is None:
+        if check:
+            _check_device(spec.device)
+        return [spec.device]
+    if not check:  # a stand-in evaluator: take the names as given
+        names = devices.split(",") if isinstance(devices, str) else list(devices)
+        return [d.strip() for d in names if d.strip()] or [spec.device]
+    from unetbench.profiler.devices import resolve_devices
+
+    return resolve_devices(devices)
 
 
 def _check_device(device: str) -> None:
@@ -141,26 +185,20 @@ def _spec_dict(spec: StudySpec) -> dict[str, Any]:
 
 
 def _run_processes(
-    spec: StudySpec,
-    storage: str | None,
-    study_dir: Path,
-    n: int,
-    evaluator: Evaluator,
-    workers: int,
+    args: WorkerArgs,
+    devices: list[str],
     study: optuna.Study,
     bar: _Progress,
     trials_path: Path,
 ) -> None:
     ctx = multiprocessing.get_context("spawn")
-    level = logging.getLogger().getEffectiveLevel()
-    threads = cpu_threads(spec, workers)
     procs = [
         ctx.Process(
             target=worker_process_main,
-            args=(spec, storage, str(study_dir), n, evaluator, i, level, threads),
+            args=(dataclasses.replace(args, seed_offset=i, device=devices[i % len(devices)]),),
             name=f"unetbench-sweep-{i}",
         )
-        for i in range(workers)
+        for i in range(args.workers)
     ]
     for p in procs:
         p.start()

@@ -1,57 +1,88 @@
-"""Where a study lives, and how RUNNING trials of dead workers are found and failed.
+"""Where a study lives: storage strings, opened with clear errors and safe concurrent starts.
 
 Storage strings:
 
 * ``None`` -> embedded SQLite at ``<results_dir>/<study>/study.db``.
 * ``journal:PATH``, or a path ending in ``.journal`` or ``.log`` -> an Optuna journal file
   (:class:`optuna.storages.journal.JournalFileBackend`), for several processes on one machine.
-* any other URL (``sqlite:///...``, ``postgresql+psycopg2://...``, ``mysql+pymysql://...``) ->
-  :class:`optuna.storages.RDBStorage`. Server databases get Optuna's heartbeat, so the trials of
-  a machine that died are failed after the grace period by any other worker.
+* ``sqlite:///PATH`` -> SQLite elsewhere (one machine).
+* ``postgresql[+driver]://...`` (``postgres://`` is read as ``postgresql://``),
+  ``mysql[+driver]://...`` -> a server database (:class:`optuna.storages.RDBStorage`) with
+  Optuna's heartbeat, for workers on many machines.
+* ``grpc://HOST:PORT`` -> Optuna's gRPC storage proxy (``unetbench storage-server``), for
+  hundreds of workers in front of one database.
 
-Each trial records its worker (``worker_host``, ``worker_pid``, ``worker_start``). On the same
-host a RUNNING trial whose process is gone (or whose PID now belongs to a newer process) is
-failed at once on resume; that is what makes SQLite and journal files safe to resume after a
-SIGKILL. Trials of live processes are never touched.
+A mistake (unknown scheme, missing driver, wrong password, missing database, server down) is a
+:class:`~unetbench.UsageError` with one line naming it; nothing is created then.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
-import os
-import socket
+import random
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from unetbench._errors import UsageError
 
-__all__ = ["fail_dead_trials", "open_storage", "owner_alive", "worker_identity"]
+__all__ = [
+    "GRACE_PERIOD_S",
+    "HEARTBEAT_INTERVAL_S",
+    "StudyStorage",
+    "open_storage",
+    "redact",
+]
 
 _LOG = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL_S = 60
 GRACE_PERIOD_S = 180
-# A RUNNING trial that never recorded its worker is dead after this long (it is set at once).
-_ORPHAN_AGE_S = 120.0
+_SERVER_DIALECTS = ("postgresql", "mysql", "mariadb", "oracle", "mssql")
+_ALLOWED = (
+    "use sqlite:///PATH.db, postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB, "
+    "mysql+pymysql://..., grpc://HOST:PORT or a journal file (PATH.journal, journal:PATH)"
+)
+_DRIVER_HINT = {
+    "psycopg2": "pip install 'unetbench[postgres]' (psycopg2-binary)",
+    "psycopg": "pip install 'psycopg[binary]'",
+    "pymysql": "pip install pymysql",
+    "grpc": "pip install 'unetbench[grpc]' (grpcio, protobuf)",
+}
+# How long a new worker waits for `unetbench storage-server` to answer.
+GRPC_CONNECT_TIMEOUT_S = 30.0
+# Any 64-bit number, the same in every worker: PostgreSQL advisory lock around schema creation.
+_SCHEMA_LOCK_KEY = 0x756E6574_62656E63
 
 
+@dataclasses.dataclass
 class StudyStorage:
-    """An Optuna storage plus the local lock file that serialises trial creation.
+    """An opened Optuna storage and what the sweep needs to know about it.
 
-    The lock file is ``<storage file>.trials-lock``; not ``.lock``, which Optuna's journal
-    backend uses for its own symlink lock.
+    ``kind`` is ``sqlite``, ``journal``, ``server`` (a database server with Optuna's heartbeat)
+    or ``grpc`` (the proxy; the sweep sends its own heartbeat, see
+    :mod:`unetbench.sweep.liveness`). Local storages (sqlite, journal) serialise trial creation
+    with a lock file next to the storage, ``<storage file>.trials-lock`` (not ``.lock``, which
+    Optuna's journal backend uses for its own symlink lock).
     """
 
-    def __init__(self, storage: optuna.storages.BaseStorage, url: str, lock: Path | None):
-        self.storage = storage
-        self.url = url  # what optuna-dashboard is given to open it
-        self.lock_path = lock
+    storage: optuna.storages.BaseStorage
+    url: str  # what optuna-dashboard is given to open it (password included, for the user)
+    kind: str
+    lock_path: Path | None = None
+    heartbeat_interval: int | None = None
+    grace_period: int | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Whether workers on other machines can use this storage."""
+        return self.kind in ("server", "grpc")
 
     @contextlib.contextmanager
     def creation_lock(self) -> Iterator[None]:
@@ -67,37 +98,221 @@ class StudyStorage:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def open_storage(url: str | None, study_dir: Path) -> StudyStorage:
-    """Resolve a storage string (see the module docstring)."""
-    from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
+def open_storage(
+    url: str | None,
+    study_dir: Path,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+) -> StudyStorage:
+    """Resolve and open a storage string (see the module docstring).
 
+    Args:
+        url: the storage string, or None for SQLite under ``study_dir``.
+        study_dir: ``<results_dir>/<study>``, home of the default SQLite file.
+        heartbeat_interval: seconds between a running trial's heartbeats (shared storages;
+            default 60).
+        grace_period: seconds without a heartbeat after which a trial's worker is taken for
+            dead and the trial is failed (shared storages; default 180).
+
+    Raises:
+        UsageError: a storage string or heartbeat setting that cannot work, or a database
+            that cannot be reached; the message is one line.
+    """
+    url = _normalise(url, study_dir)
+    kind = _kind(url)
+    if kind in ("sqlite", "journal") and (heartbeat_interval or grace_period):
+        raise UsageError(
+            "--heartbeat-interval and --grace-period apply to server databases and grpc:// "
+            f"only; {redact(url)} is a local {kind} storage, whose dead workers are recognised "
+            "by their process IDs"
+        )
+    if kind in ("server", "grpc"):
+        heartbeat_interval = (
+            HEARTBEAT_INTERVAL_S if heartbeat_interval is None else heartbeat_interval
+        )
+        grace_period = GRACE_PERIOD_S if grace_period is None else grace_period
+        _check_heartbeat(heartbeat_interval, grace_period)
+    if kind == "journal":
+        return _open_journal(url)
+    if kind == "grpc":
+        store = _open_grpc(url)
+    elif kind == "sqlite":
+        return _open_sqlite(url)
+    else:
+        store = StudyStorage(_open_server(url, heartbeat_interval, grace_period), url, "server")
+    store.heartbeat_interval = heartbeat_interval
+    store.grace_period = grace_period
+    return store
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced by ``***`` (for messages and logs)."""
+    if "://" not in url or "@" not in url.split("://", 1)[1]:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}{':***' if ':' in creds else ''}@{host}"
+
+
+def _normalise(url: str | None, study_dir: Path) -> str:
     if url is None:
         study_dir.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{(study_dir / 'study.db').resolve()}"
-    journal = _journal_path(url)
-    if journal is not None:
-        journal.parent.mkdir(parents=True, exist_ok=True)
-        backend = JournalFileBackend(str(journal))
-        return StudyStorage(JournalStorage(backend), str(journal), Path(f"{journal}.trials-lock"))
+        return f"sqlite:///{(study_dir / 'study.db').resolve()}"
+    url = url.strip()
+    if not url:
+        raise UsageError(f"--storage is empty; {_ALLOWED}")
+    for old in ("postgres://", "postgres+"):
+        if url.startswith(old):  # SQLAlchemy knows only "postgresql"
+            url = "postgresql" + url[len("postgres") :]
+    return url
+
+
+def _kind(url: str) -> str:
+    if url.startswith("journal:") or ("://" not in url and url.endswith((".journal", ".log"))):
+        return "journal"
     if "://" not in url:
         raise UsageError(
-            f"--storage {url!r} is neither a database URL (sqlite:///file.db, "
-            "postgresql+psycopg2://user:pw@host/db) nor a journal file (*.journal, journal:PATH)"
+            f"--storage {url!r} is neither a database URL nor a journal file; {_ALLOWED}"
+        )
+    scheme = url.split("://", 1)[0].lower()
+    dialect = scheme.split("+", 1)[0]
+    if scheme == "grpc":
+        return "grpc"
+    if dialect == "sqlite":
+        return "sqlite"
+    if dialect in _SERVER_DIALECTS:
+        return "server"
+    raise UsageError(f"--storage {redact(url)!r}: unknown scheme {scheme!r}; {_ALLOWED}")
+
+
+def _check_heartbeat(interval: int, grace: int) -> None:
+    for name, value in (("--heartbeat-interval", interval), ("--grace-period", grace)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UsageError(f"{name} must be a whole number of seconds >= 1, got {value!r}")
+    if grace <= interval:
+        raise UsageError(
+            f"--grace-period ({grace} s) must be longer than --heartbeat-interval ({interval} s), "
+            "or every live worker would look dead between two heartbeats"
+        )
+
+
+def _open_journal(url: str) -> StudyStorage:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = Path(url[len("journal:") :].removeprefix("//") if url.startswith("journal:") else url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    return StudyStorage(storage, str(path), "journal", Path(f"{path}.trials-lock"))
+
+
+def _open_sqlite(url: str) -> StudyStorage:
+    from optuna.storages import RDBStorage
+
+    db = Path(url.split(":///", 1)[-1])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        storage = RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    except Exception as exc:
+        raise UsageError(f"cannot open storage {url}: {_first_line(exc)}") from None
+    _sqlite_wal(storage)
+    return StudyStorage(storage, url, "sqlite", Path(f"{db}.trials-lock"))
+
+
+def _open_server(
+    url: str, heartbeat_interval: int | None, grace_period: int | None
+) -> optuna.storages.BaseStorage:
+    """RDBStorage on a database server; its tables are created by one worker at a time."""
+    import inspect
+
+    import sqlalchemy
+    from optuna.storages import RDBStorage
+
+    from unetbench.sweep.liveness import note_stale_trial
+
+    params = inspect.signature(RDBStorage).parameters
+    rdb: Any = RDBStorage
+    callback = (  # renamed in Optuna 5
+        "heartbeat_stale_trial_callback"
+        if "heartbeat_stale_trial_callback" in params
+        else "failed_trial_callback"
+    )
+    safe = redact(url)
+    try:
+        engine = sqlalchemy.create_engine(url)
+    except ImportError as exc:
+        module = getattr(exc, "name", None) or str(exc)
+        hint = _DRIVER_HINT.get(str(module).split(".")[0], f"install the driver {module}")
+        raise UsageError(f"--storage {safe} needs the database driver {module}: {hint}") from None
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError) as exc:
+        raise UsageError(f"--storage {safe}: {_first_line(exc)}; {_ALLOWED}") from None
+    for attempt in range(8):
+        try:
+            with _schema_lock(engine), warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return rdb(
+                    url,
+                    engine_kwargs={"pool_pre_ping": True},
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    **{callback: note_stale_trial},
+                )
+        except sqlalchemy.exc.OperationalError as exc:
+            raise UsageError(f"cannot open storage {safe}: {_first_line(exc)}") from None
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            # Another worker created the same tables at the same moment (dialects without
+            # the advisory lock below): the next try finds them.
+            _LOG.debug("schema creation raced (%s); retrying", _first_line(exc))
+            time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))
+        finally:
+            engine.dispose()
+    raise UsageError(f"cannot open storage {safe}: its tables could not be created")
+
+
+@contextlib.contextmanager
+def _schema_lock(engine: Any) -> Iterator[None]:
+    """On PostgreSQL, an advisory lock held while Optuna creates or checks its tables.
+
+    Workers started at the same moment on an empty database would otherwise race in
+    ``CREATE TYPE``/``CREATE TABLE`` and all but one fail.
+    """
+    import sqlalchemy
+
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
+        try:
+            yield
+        finally:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _SCHEMA_LOCK_KEY})
+            conn.commit()
+
+
+def _open_grpc(url: str) -> StudyStorage:
+    address = url.split("://", 1)[1].rstrip("/")
+    host, _, port_text = address.rpartition(":")
+    if not host or not port_text.isdigit():
+        raise UsageError(
+            f"--storage {url!r}: a gRPC storage is grpc://HOST:PORT, e.g. grpc://db:13000"
         )
     try:
-        if url.startswith("sqlite:"):
-            db = Path(url.split(":///", 1)[-1])
-            db.parent.mkdir(parents=True, exist_ok=True)
-            storage = RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-            _sqlite_wal(storage)
-            return StudyStorage(storage, url, Path(f"{db}.trials-lock"))
-        storage = RDBStorage(
-            url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S
-        )
-    except ImportError as exc:
-        raise UsageError(f"--storage {url!r} needs a database driver: {exc}") from None
-    return StudyStorage(storage, url, None)
+        import grpc  # noqa: F401  (optuna imports it lazily; fail here with the hint)
+        from optuna.storages import GrpcStorageProxy
+    except ImportError:
+        raise UsageError(f"--storage {url} needs grpcio: {_DRIVER_HINT['grpc']}") from None
+    proxy = GrpcStorageProxy(host=host, port=int(port_text))
+    try:
+        proxy.wait_server_ready(timeout=GRPC_CONNECT_TIMEOUT_S)
+    except Exception:
+        proxy.close()
+        raise UsageError(
+            f"no storage server answers at {url} (waited {GRPC_CONNECT_TIMEOUT_S:.0f} s); start "
+            f"one with `unetbench storage-server --storage DB-URL --host {host} --port {port_text}`"
+        ) from None
+    return StudyStorage(proxy, url, "grpc")
 
 
 def _sqlite_wal(storage: Any) -> None:
@@ -118,73 +333,11 @@ def _sqlite_wal(storage: Any) -> None:
     storage.engine.dispose()  # reconnect, so every connection gets the pragmas
 
 
-def _journal_path(url: str) -> Path | None:
-    if url.startswith("journal:"):
-        return Path(url[len("journal:") :].removeprefix("//"))
-    if "://" not in url and url.endswith((".journal", ".log")):
-        return Path(url)
-    return None
-
-
-def _start_ticks(pid: int) -> int | None:
-    """Start time of a process in clock ticks since boot (Linux), to tell reused PIDs apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def worker_identity() -> dict[str, Any]:
-    """User attributes that let a later run tell whether this trial's process still lives."""
-    pid = os.getpid()
-    return {
-        "worker_host": socket.gethostname(),
-        "worker_pid": pid,
-        "worker_start": _start_ticks(pid),
-    }
-
-
-def owner_alive(attrs: dict[str, Any]) -> bool | None:
-    """True/False for a trial of this host; None when its worker is on another machine."""
-    if attrs.get("worker_host") != socket.gethostname() or "worker_pid" not in attrs:
-        return None
-    pid = int(attrs["worker_pid"])
-    if Path("/proc").is_dir():
-        ticks = _start_ticks(pid)
-        return ticks is not None and ticks == attrs.get("worker_start")
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def fail_dead_trials(study: optuna.Study) -> list[int]:
-    """Mark FAIL every RUNNING trial whose worker is known dead; returns their numbers."""
-    if isinstance(study._storage, optuna.storages.RDBStorage):
-        with contextlib.suppress(Exception):
-            optuna.storages.fail_stale_trials(study)  # heartbeat (server databases only)
-    failed = []
-    now = time.time()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        alive = owner_alive(t.user_attrs)
-        started = t.datetime_start.timestamp() if t.datetime_start else now
-        orphan = "worker_pid" not in t.user_attrs and now - started > _ORPHAN_AGE_S
-        if alive is False or orphan:
-            attrs = t.user_attrs
-            who = f"process {attrs.get('worker_pid', '?')} on {attrs.get('worker_host', '?')}"
-            with contextlib.suppress(Exception):
-                study._storage.set_trial_user_attr(t._trial_id, "reason", f"worker {who} died")
-                study._storage.set_trial_user_attr(t._trial_id, "status", "error")
-            try:
-                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-            except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
-                continue  # another worker finished or failed it first
-            _LOG.warning(
-                "trial %d was left RUNNING by a dead worker (%s): marked FAIL", t.number, who
-            )
-            failed.append(t.number)
-    return failed
+def _first_line(exc: BaseException) -> str:
+    """The driver's own message (not SQLAlchemy's wrapper), first non-empty line."""
+    inner = getattr(exc, "orig", None) or exc
+    for line in str(inner).splitlines():
+        line = line.strip()
+        if line and not line.startswith("(Background on this error"):
+            return line
+    return type(exc).__name__

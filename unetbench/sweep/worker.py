@@ -1,18 +1,22 @@
 """The loop one sweep worker runs: create trials until the study has ``n_trials`` COMPLETE.
 
 Workers never count on each other: each one, under the storage's creation lock (local
-storages), fails the RUNNING trials of dead workers, counts COMPLETE and live RUNNING trials,
-and either starts one more trial, waits for the running ones, or stops. A trial that a remote
-worker started past ``n_trials`` (possible only on server databases, which have no shared lock)
-is failed as surplus before it trains, so the study never ends with more than ``n_trials``.
+storages), fails the RUNNING trials of dead workers, counts COMPLETE and RUNNING trials, and
+either starts one more trial, waits for the running ones (failing them if their worker dies
+meanwhile), or stops. A trial that a remote worker started past ``n_trials`` (possible only on
+shared storages, which have no shared lock) is failed as surplus before it trains, so the
+study never ends with more than ``n_trials`` COMPLETE.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import hashlib
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,12 +26,14 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from unetbench.sweep.claims import ConfigClaims
 from unetbench.sweep.evaluator import Evaluator
+from unetbench.sweep.liveness import Liveness
 from unetbench.sweep.objective import TrialObjective, constraints_from_attrs
 from unetbench.sweep.spec import StudySpec
-from unetbench.sweep.storage import StudyStorage, fail_dead_trials, open_storage
+from unetbench.sweep.storage import StudyStorage, open_storage
 
-__all__ = ["make_sampler", "run_worker", "worker_process_main"]
+__all__ = ["make_sampler", "run_worker", "sampler_seed", "worker_process_main"]
 
 _LOG = logging.getLogger(__name__)
 POLL_S = 2.0
@@ -75,8 +81,7 @@ def cpu_threads(spec: StudySpec, workers: int) -> int | None:
 
     With one worker and no ``threads`` key, torch's default is kept (None). Several workers
     that each use every core oversubscribe the CPU, and OpenMP's spinning threads then make
-    every step many times slower (measured here: 4-6 s instead of 0.2-0.4 s per step on a
-    busy 2-core machine).
+    every step many times slower.
     """
     if spec.threads is not None:
         return spec.threads
@@ -99,6 +104,22 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def sampler_seed(spec: StudySpec, existing: int, offset: int, shared: bool) -> int:
+    """The sampler seed of one worker.
+
+    A lone worker on a local storage uses ``spec.seed`` plus the number of trials already
+    stored (a fresh study is reproducible; a resumed one does not re-propose its first
+    configs) and ``offset`` for the other processes of ``--workers``. Workers that may run
+    beside others on a shared storage, on any machine, also mix in their host name and PID:
+    machines started together would otherwise propose the same configs.
+    """
+    seed = spec.seed + existing + 7919 * offset
+    if not shared:
+        return seed
+    text = f"{seed}:{socket.gethostname()}:{os.getpid()}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") >> 1
+
+
 def run_worker(
     spec: StudySpec,
     storage: StudyStorage,
@@ -106,22 +127,31 @@ def run_worker(
     evaluator: Evaluator,
     seed_offset: int = 0,
     on_trial_end: Callable[[optuna.Study], None] | None = None,
+    workers: int = 1,
+    device: str | None = None,
 ) -> int:
-    """Run trials until the study has ``n_trials`` COMPLETE; returns how many this worker ran."""
+    """Run trials until the study has ``n_trials`` COMPLETE; returns how many this worker ran.
+
+    ``device`` overrides ``spec.device`` for this worker (``--devices``).
+    """
     existing = len(
         optuna.load_study(study_name=spec.name, storage=storage.storage).get_trials(deepcopy=False)
     )
-    # A fresh single-worker study uses exactly spec.seed (reproducible); a resumed study or a
-    # second worker gets a different stream, so it does not re-propose the same configs.
-    sampler = make_sampler(spec, spec.seed + existing + 7919 * seed_offset)
-    study = optuna.load_study(study_name=spec.name, storage=storage.storage, sampler=sampler)
-    objective = TrialObjective(spec, evaluator)  # one per worker: it keeps the data loaded
+    seed = sampler_seed(spec, existing, seed_offset, storage.shared or workers > 1)
+    study = optuna.load_study(
+        study_name=spec.name, storage=storage.storage, sampler=make_sampler(spec, seed)
+    )
+    if device is not None and device != spec.device:
+        spec = dataclasses.replace(spec, device=device)
+    liveness = Liveness(storage)
+    claims = ConfigClaims(storage.storage, spec.name)
+    objective = TrialObjective(spec, evaluator, liveness, claims)  # keeps the data loaded
     ran = 0
     while True:
         lock = _Lock(storage)
         lock.acquire()
         try:
-            fail_dead_trials(study)
+            liveness.fail_dead(study)
             trials = study.get_trials(deepcopy=False)
             complete = sum(t.state == TrialState.COMPLETE for t in trials)
             running = sum(t.state == TrialState.RUNNING for t in trials)
@@ -132,12 +162,26 @@ def run_worker(
                 time.sleep(POLL_S)  # others are finishing the last trials; one may die
                 continue
             objective.on_start = functools.partial(_start_or_surplus, n_trials=n_trials, lock=lock)
-            study.optimize(objective, n_trials=1, catch=(SurplusTrialError,))
+            _run_one(study, objective, claims)
             ran += 1
         finally:
             lock.release()
         if on_trial_end is not None:
             on_trial_end(study)
+
+
+def _run_one(study: optuna.Study, objective: TrialObjective, claims: ConfigClaims) -> None:
+    """One trial; its config claim is released once the trial is finished, however it ends."""
+    try:
+        study.optimize(objective, n_trials=1, catch=(SurplusTrialError,))
+    except optuna.exceptions.UpdateFinishedTrialError as exc:
+        # Another worker failed this trial while it ran: this worker sent no heartbeat for
+        # the grace period (a suspended or overloaded machine). Its result is dropped.
+        _LOG.warning("this worker's trial was failed by another worker meanwhile: %s", exc)
+    finally:
+        if objective.claimed is not None:
+            claims.release(*objective.claimed)
+            objective.claimed = None
 
 
 def _start_or_surplus(trial: optuna.Trial, n_trials: int, lock: _Lock) -> None:
@@ -153,22 +197,41 @@ def _start_or_surplus(trial: optuna.Trial, n_trials: int, lock: _Lock) -> None:
         raise SurplusTrialError(f"trial {trial.number}: {reason}")
 
 
-def worker_process_main(
-    spec: StudySpec,
-    storage_url: str | None,
-    study_dir: str,
-    n_trials: int,
-    evaluator: Evaluator,
-    seed_offset: int,
-    log_level: int,
-    threads: int | None,
-) -> None:
+@dataclasses.dataclass(frozen=True)
+class WorkerArgs:
+    """What a spawned worker process needs (picklable)."""
+
+    spec: StudySpec
+    storage_url: str | None
+    study_dir: str
+    n_trials: int
+    evaluator: Evaluator
+    seed_offset: int
+    workers: int
+    device: str | None
+    log_level: int
+    threads: int | None
+    heartbeat_interval: int | None
+    grace_period: int | None
+
+
+def worker_process_main(args: WorkerArgs) -> None:
     """Entry point of a spawned worker process."""
-    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(storage_url, Path(study_dir))
+    storage = open_storage(
+        args.storage_url, Path(args.study_dir), args.heartbeat_interval, args.grace_period
+    )
     try:
-        with torch_threads(threads):
-            run_worker(spec, storage, n_trials, evaluator, seed_offset=seed_offset)
+        with torch_threads(args.threads):
+            run_worker(
+                args.spec,
+                storage,
+                args.n_trials,
+                args.evaluator,
+                seed_offset=args.seed_offset,
+                workers=args.workers,
+                device=args.device,
+            )
     except KeyboardInterrupt:
         _LOG.info("worker interrupted; its running trial is marked FAIL")
