@@ -272,3 +272,53 @@ def test_resuming_with_a_changed_spec_is_refused(tmp_path: Path) -> None:
 def test_trials_frame_of_empty_study_has_the_leading_columns() -> None:
     study = optuna.create_study()
     assert {"trial_number", "trial_state", "val_dice"} <= set(trials_frame(study).columns)
+
+
+class CrashingEvaluator(FakeEvaluator):
+    """Training raises an ordinary bug for start_filts=8."""
+
+    def train(self, spec: StudySpec, config: Any, data: Any, checkpointing: str) -> dict[str, Any]:
+        if config.start_filts == 8:
+            raise ZeroDivisionError("division by zero in a custom loss")
+        return super().train(spec, config, data, checkpointing)
+
+
+def test_any_exception_in_a_trial_is_an_infeasible_trial_with_its_reason(tmp_path: Path) -> None:
+    spec = fake_spec(n_trials=3, search={"start_filts": [4, 8], "attention": [False]})
+    (tmp_path / "fake").mkdir()
+    study = optuna.create_study(
+        study_name="fake",
+        storage=f"sqlite:///{tmp_path / 'fake' / 'study.db'}",
+        directions=spec.directions,
+    )
+    study.enqueue_trial({"start_filts": 8, "attention": False})
+    study.enqueue_trial({"start_filts": 4, "attention": False})
+    result = run_sweep(spec, n_trials=2, results_dir=tmp_path, evaluator=CrashingEvaluator(),
+                       show_progress=False)  # fmt: skip
+    assert result.n_complete == 2
+    by_filts = {t.user_attrs["start_filts"]: t for t in load(tmp_path).get_trials()}
+    crashed = by_filts[8].user_attrs
+    assert by_filts[8].state == TrialState.COMPLETE
+    assert crashed["status"] == "error" and crashed["feasible"] is False
+    assert crashed["reason"] == "ZeroDivisionError: division by zero in a custom loss"
+    assert max(by_filts[8].constraints.values()) > 0
+    assert by_filts[4].user_attrs["status"] == "ok"
+
+
+def test_each_worker_gets_its_own_device(tmp_path: Path) -> None:
+    """--devices: worker i trains on devices[i]; the device is recorded per trial."""
+    search = {"start_filts": [4, 8, 16], "merge_mode": ["concat", "add"]}
+    spec = fake_spec(n_trials=4, search=search)
+    result = run_sweep(spec, storage=str(tmp_path / "s.journal"), results_dir=tmp_path,
+                       evaluator=FakeEvaluator(delay=1.5), show_progress=False,
+                       devices="cpu:0,cpu:1")  # fmt: skip
+    assert result.n_complete == 4
+    from unetbench.sweep.storage import open_storage
+
+    store = open_storage(str(tmp_path / "s.journal"), tmp_path)
+    trials = optuna.load_study(study_name="fake", storage=store.storage).get_trials()
+    by_pid: dict[int, set[str]] = {}
+    for t in trials:
+        by_pid.setdefault(t.user_attrs["worker"]["pid"], set()).add(t.user_attrs["device"])
+    assert len(by_pid) == 2  # two workers by default: one per device
+    assert sorted(d for devices in by_pid.values() for d in devices) == ["cpu:0", "cpu:1"]

@@ -93,3 +93,32 @@ def test_threads_per_worker() -> None:
 
 def _train() -> dict[str, object]:
     return {"patch_shape": [8, 32, 32], "batch_size": 1, "steps": 2}
+
+
+@pytest.mark.parametrize(
+    ("devices", "expected"),
+    [
+        ("cpu,cpu", ["cpu", "cpu"]),
+        (" cpu , cpu:1 ", ["cpu", "cpu:1"]),
+        (["cpu"], ["cpu"]),
+        ("", "--devices is empty"),
+        ("tpu:0", "unknown device|unsupported device"),
+        ("all", None),
+        ("cuda:0,cuda:1", None),
+    ],
+)
+def test_devices_list(devices: str | list[str], expected: list[str] | str | None) -> None:
+    import torch
+
+    from unetbench.profiler.devices import resolve_devices
+
+    if expected is None:  # CUDA devices: exist only on a GPU machine
+        if torch.cuda.is_available():
+            assert all(d.startswith("cuda:") for d in resolve_devices(devices))
+            return
+        expected = "no CUDA"
+    if isinstance(expected, str):
+        with pytest.raises(UsageError, match=expected):
+            resolve_devices(devices)
+    else:
+        assert resolve_devices(devices) == expected

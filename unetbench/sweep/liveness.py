@@ -57,12 +57,14 @@ _ORPHAN_AGE_S = 120.0
 
 
 def _start_ticks(pid: int) -> int | None:
-    """Start time of a process in clock ticks since boot (Linux), to tell reused PIDs apart."""
+    """Start time of a live process in clock ticks since boot (Linux), to tell reused PIDs
+    apart; None for no process or a zombie (killed, not yet reaped by its parent)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 def worker_identity() -> dict[str, Any]:

@@ -165,7 +165,20 @@ def _normalise(url: str | None, study_dir: Path) -> str:
     for old in ("postgres://", "postgres+"):
         if url.startswith(old):  # SQLAlchemy knows only "postgresql"
             url = "postgresql" + url[len("postgres") :]
+    if url.startswith("postgresql://"):
+        # SQLAlchemy's default driver differs between releases (psycopg2, then psycopg 3):
+        # take whichever of the two is installed.
+        url = f"postgresql+{_installed_pg_driver()}://" + url[len("postgresql://") :]
     return url
+
+
+def _installed_pg_driver() -> str:
+    import importlib.util
+
+    for module in ("psycopg2", "psycopg"):
+        if importlib.util.find_spec(module) is not None:
+            return module
+    return "psycopg2"  # not installed: opening it names the package to install
 
 
 def _kind(url: str) -> str:
