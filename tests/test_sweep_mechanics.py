@@ -322,3 +322,34 @@ def test_each_worker_gets_its_own_device(tmp_path: Path) -> None:
         by_pid.setdefault(t.user_attrs["worker"]["pid"], set()).add(t.user_attrs["device"])
     assert len(by_pid) == 2  # two workers by default: one per device
     assert sorted(d for devices in by_pid.values() for d in devices) == ["cpu:0", "cpu:1"]
+
+
+class FailedMeanwhileEvaluator(FakeEvaluator):
+    """While its first training runs, the trial is failed from outside, as another worker
+    does when this one's heartbeat stopped for the grace period (a suspended machine)."""
+
+    def __init__(self, storage_url: str) -> None:
+        super().__init__()
+        self.storage_url = storage_url
+        self.failed_from_outside: list[int] = []
+
+    def train(self, spec: StudySpec, config: Any, data: Any, checkpointing: str) -> dict[str, Any]:
+        if not self.failed_from_outside:
+            study = optuna.load_study(study_name="fake", storage=self.storage_url)
+            (trial,) = study.get_trials(states=(TrialState.RUNNING,))
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            self.failed_from_outside.append(trial.number)
+        return super().train(spec, config, data, checkpointing)
+
+
+def test_a_live_worker_whose_trial_was_failed_meanwhile_goes_on(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fake' / 'study.db'}"
+    (tmp_path / "fake").mkdir()
+    evaluator = FailedMeanwhileEvaluator(url)
+    spec = fake_spec(n_trials=3, search={"start_filts": [4, 8, 16], "normalization": ["batch"]})
+    result = run_sweep(spec, results_dir=tmp_path, evaluator=evaluator, show_progress=False)
+    trials = load(tmp_path).get_trials()
+    assert result.n_complete == 3
+    assert trials[evaluator.failed_from_outside[0]].state == TrialState.FAIL
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 3
+    assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["fake"]

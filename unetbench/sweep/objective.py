@@ -84,11 +84,13 @@ class TrialObjective:
         self.on_start = on_start
         self.poll_s = poll_s
         self.claimed: tuple[str, int] | None = None
+        self.trial_id: int | None = None  # the trial of the latest call
         self._data: Any = None
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
         t0 = time.perf_counter()
         self.claimed = None
+        self.trial_id = trial._trial_id
         trial.set_user_attr(WORKER_ATTR, worker_identity())  # one write: never half an identity
         with self.liveness.heartbeat(trial._trial_id):
             if self.on_start is not None:

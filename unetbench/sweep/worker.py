@@ -172,12 +172,21 @@ def run_worker(
 
 def _run_one(study: optuna.Study, objective: TrialObjective, claims: ConfigClaims) -> None:
     """One trial; its config claim is released once the trial is finished, however it ends."""
+    objective.trial_id = None
     try:
         study.optimize(objective, n_trials=1, catch=(SurplusTrialError,))
-    except optuna.exceptions.UpdateFinishedTrialError as exc:
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
         # Another worker failed this trial while it ran: this worker sent no heartbeat for
-        # the grace period (a suspended or overloaded machine). Its result is dropped.
-        _LOG.warning("this worker's trial was failed by another worker meanwhile: %s", exc)
+        # the grace period (a suspended or overloaded machine). Its result is dropped; Optuna
+        # raises when the trial's attributes or result are written to the finished trial.
+        tid = objective.trial_id
+        if tid is None or study._storage.get_trial(tid).state != TrialState.FAIL:
+            raise
+        _LOG.warning(
+            "trial %d was failed by another worker while this one ran it (no heartbeat for the "
+            "grace period); its result is dropped",
+            study._storage.get_trial(tid).number,
+        )
     finally:
         if objective.claimed is not None:
             claims.release(*objective.claimed)
