@@ -197,13 +197,12 @@ def test_three_machines_one_dies_mid_trial(tmp_path: Path, pg_url: str) -> None:
     states = [t.state for t in trials]
     assert states.count(TrialState.COMPLETE) == n
     assert TrialState.RUNNING not in states
-    killed = trials[killed_trial]
-    assert killed.state == TrialState.FAIL
-    assert killed.user_attrs["status"] == "error"
-    assert killed.user_attrs["reason"].startswith(f"worker {victim.pid}")
-    assert (
-        f"on host machine-b stopped sending heartbeats (none for {_BEAT[1]} s)"
-        in (killed.user_attrs["reason"])
+    assert trials[killed_trial].state == TrialState.FAIL
+    # The reason is a user attribute of the trial when a unetbench worker failed it, and a
+    # study attribute when Optuna did so itself as another worker started a trial (the
+    # trial takes no attributes once failed); trials.parquet shows it either way.
+    expected = (
+        f"worker {victim.pid} on host machine-b stopped sending heartbeats (none for {_BEAT[1]} s)"
     )
     assert failed_at is not None, "the dead machine's trial was never failed"
     keys = trained_keys(trials)
@@ -214,10 +213,8 @@ def test_three_machines_one_dies_mid_trial(tmp_path: Path, pg_url: str) -> None:
         frame = pd.read_parquet(tmp_path / host / "multi" / "trials.parquet")
         done = frame[frame["trial_state"] == "COMPLETE"]
         assert set(done["trial_number"]) == set(complete)
-        assert (
-            frame.set_index("trial_number").loc[killed_trial, "reason"]
-            == (killed.user_attrs["reason"])
-        )
+        row = frame.set_index("trial_number").loc[killed_trial]
+        assert (row["trial_state"], row["status"], row["reason"]) == ("FAIL", "error", expected)
     print(
         f"\nheartbeat {_BEAT[0]} s, grace {_BEAT[1]} s: the dead machine's trial was failed "
         f"{failed_at - killed_at:.1f} s after the kill; the survivors ended the study "

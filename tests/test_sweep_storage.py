@@ -122,3 +122,35 @@ def test_devices_list(devices: str | list[str], expected: list[str] | str | None
             resolve_devices(devices)
     else:
         assert resolve_devices(devices) == expected
+
+
+def test_reason_of_a_trial_optuna_failed_as_stale_reaches_trials_parquet(tmp_path: Path) -> None:
+    """Optuna fails stale trials itself when a worker starts a trial; the reason survives."""
+    import time
+    import warnings
+
+    from unetbench.sweep.export import trials_frame
+    from unetbench.sweep.liveness import note_stale_trial
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = RDBStorage(
+            f"sqlite:///{tmp_path / 'hb.db'}",
+            heartbeat_interval=1,
+            grace_period=1,
+            heartbeat_stale_trial_callback=note_stale_trial,
+        )
+    study = optuna.create_study(storage=storage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "heartbeat is for Study.optimize"
+        trial = study.ask()
+    trial.set_user_attr("worker", {"host": "gpu-07", "pid": 4242, "start": 1})
+    storage.record_heartbeat(trial._trial_id)
+    time.sleep(2.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    row = trials_frame(study).iloc[0]
+    assert row["trial_state"] == "FAIL" and row["status"] == "error"
+    assert row["reason"] == "worker 4242 on host gpu-07 stopped sending heartbeats (none for 1 s)"
+    assert (row["worker_host"], row["worker_pid"]) == ("gpu-07", 4242)
