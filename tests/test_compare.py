@@ -10,7 +10,7 @@ import pytest
 
 from unetbench import UNetConfig, UsageError
 from unetbench.cli import main as cli_main
-from unetbench.gate import compare_records, load_records, metric_columns
+from unetbench.gate import compare_records, load_records, metric_columns, records_from_json
 
 
 def main(argv: list[str]) -> int:
@@ -235,3 +235,80 @@ def test_a_tolerance_asks_for_a_comparison() -> None:
     assert compare_records(base, cur).passed  # not a metric by name
     result = compare_records(base, cur, {"custom_metric": 0.2})
     assert set(result.regressions["metric"]) == {"custom_metric"}
+
+
+# --- rows are matched on device type and precision too ----------------------------------------
+
+
+def test_cpu_and_cuda_rows_of_one_config_are_not_paired() -> None:
+    base = profile_records()
+    cur = base.assign(device="cuda:0")
+    result = compare_records(base, cur)
+    assert result.key[-1] == "device" and "checkpointing" in result.key
+    assert result.n_matched == 0 and not result.passed
+    assert set(result.table["status"]) == {"missing row", "new row"}
+    assert len(result.notes) == len(base)  # one line per config, not one per side
+    assert result.notes[0] == (
+        "baseline row n_blocks=2, start_filts=8, checkpointing=none on cpu not compared: "
+        "current has it only on cuda (device differs)"
+    )
+    assert result.notes[0] in result.format()
+
+
+def test_a_config_measured_on_both_devices_matches_its_own_device() -> None:
+    cpu = profile_records()
+    base = pd.concat([cpu, cpu.assign(device="cuda", train_step_s=1e-4)], ignore_index=True)
+    cur = cpu.assign(device="cuda:1", train_step_s=1e-4)  # faster than the CPU rows, as on GPU
+    result = compare_records(base, cur)
+    assert result.passed is False and result.n_matched == len(cpu)
+    assert set(result.regressions["status"]) == {"missing row"}  # the CPU rows, not the times
+    assert len(result.notes) == len(cpu)
+    assert all("on cpu not compared: current has it only on cuda" in n for n in result.notes)
+
+
+def test_fp32_and_bf16_rows_are_not_paired() -> None:
+    base = profile_records().assign(precision="fp32")
+    cur = base.assign(precision="bf16")
+    result = compare_records(base, cur)
+    assert result.key[-2:] == ("device", "precision")
+    assert result.n_matched == 0 and not result.passed
+    assert result.notes[0].endswith(
+        "on cpu/fp32 not compared: current has it only on cpu/bf16 (device or precision differ)"
+    )
+    new_rows = compare_records(cur, base).notes
+    assert new_rows[0].startswith("baseline row") and "on cpu/bf16" in new_rows[0]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "FP32", "float32", "torch.float32", "", None])
+def test_records_without_precision_are_fp32(precision: str | None) -> None:
+    old = profile_records()  # predates the precision column
+    new = old.assign(precision=precision)
+    for base, cur in ((old, new), (new, old)):
+        result = compare_records(base, cur)
+        assert result.passed and result.n_matched == len(old), precision
+        assert result.notes == ()
+
+
+def test_precision_survives_csv_with_empty_cells(tmp_path: Path) -> None:
+    df = profile_records().assign(precision="fp32")
+    df.loc[[0, 1], "precision"] = None  # written before the column was filled in
+    df.to_csv(tmp_path / "a.csv", index=False)
+    result = compare_records(profile_records(), load_records(tmp_path / "a.csv"))
+    assert result.passed and result.n_matched == len(df)
+
+
+def test_rows_on_different_gpus_of_one_kind_pair() -> None:
+    base = profile_records().assign(device="cuda:0")
+    cur = base.assign(device="cuda:1", train_step_s=base["train_step_s"] * 1.5)
+    result = compare_records(base, cur)
+    assert result.n_matched == len(base) and result.notes == ()
+    assert set(result.regressions["metric"]) == {"train_step_s"}
+    assert compare_records(base, base.assign(device="cuda")).passed
+
+
+def test_benchmark_runs_with_a_device_are_keyed_on_it() -> None:
+    run = records_from_json(pytest_benchmark_run(10**9, 1.10))
+    assert compare_records(run, run.assign(device="cuda")).passed  # only one side says
+    result = compare_records(run.assign(device="cpu"), run.assign(device="cuda"))
+    assert result.key == ("benchmark", "device") and result.n_matched == 0
+    assert result.notes[0].startswith("baseline row test_train_step[n3-f16] on cpu")

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import gc
 import math
+import sys
 import time
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from unetbench import ConfigError, UNet, UNetConfig, UsageError
+from unetbench import ConfigError, UNet, UNetConfig, UsageError, train
 from unetbench.data import SegmentationData, Volume, make_dataset
 from unetbench.train import TrainResult, evaluate, soft_dice_loss, train_and_evaluate
 
@@ -141,6 +144,89 @@ def test_no_model_survives_a_trial(data: SegmentationData) -> None:
     train_and_evaluate(TINY, data, **{**FAST, "steps": 1})
     gc.collect()
     assert sum(type(o) is UNet for o in gc.get_objects()) == before
+
+
+# --- the step loop does not wait for the device ---------------------------------------------
+
+# Tensor methods that copy a value to the host, i.e. wait for a GPU to finish its queue.
+_HOST_READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__array__")
+
+
+def _count_host_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Patch the host reads to record those made by unetbench.train itself (not by torch's
+    optimizer, which reads its CPU step counters); validation is stubbed out, as it reads
+    each predicted tile back by design."""
+    calls: list[str] = []
+
+    def counted(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def read(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            if sys._getframe(1).f_code.co_filename == train.__file__:
+                calls.append(name)
+            return original(self, *args, **kwargs)
+
+        return read
+
+    for name in _HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, counted(name, getattr(torch.Tensor, name)))
+    monkeypatch.setattr(train, "evaluate", lambda *args, **kwargs: (0.5, 0.5))
+    return calls
+
+
+@pytest.mark.parametrize("steps", [20, 23])
+def test_step_loop_reads_the_host_once_per_window(
+    data: SegmentationData, monkeypatch: pytest.MonkeyPatch, steps: int
+) -> None:
+    calls = _count_host_reads(monkeypatch)
+    r = train_and_evaluate(TINY, data, **{**FAST, "steps": steps}, dice_loss=True)
+    monkeypatch.undo()
+    assert r.status == "ok" and r.steps_done == steps and math.isfinite(r.train_loss)
+    # One read per window of losses and one for the final weight check.
+    assert 1 <= len(calls) <= math.ceil(steps / train._READ_EVERY) + 1 < steps, calls
+
+
+def test_divergence_found_late_still_names_its_step(
+    data: SegmentationData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loss is read every few steps, so the run goes on past the bad step; the result must
+    # still say which step diverged and count only the steps before it.
+    class PoisonedAdam(torch.optim.Adam):
+        def step(self, closure: Any = None) -> Any:
+            out = super().step(closure)
+            if self.state[self.param_groups[0]["params"][0]]["step"] == 12:
+                with torch.no_grad():
+                    for p in self.param_groups[0]["params"]:
+                        p.fill_(float("nan"))
+            return out
+
+    monkeypatch.setattr(torch.optim, "Adam", PoisonedAdam)
+    r = train_and_evaluate(TINY, data, **{**FAST, "steps": 30})
+    assert (r.status, r.steps_done) == ("diverged", 12)
+    assert r.reason == "loss became nan at step 13 (lr=0.001)"
+    assert math.isnan(r.train_loss) and (r.val_dice, r.val_iou) == (0.0, 0.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_step_loop_does_not_synchronise_cuda(
+    data: SegmentationData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Syncs grow by one per window of steps, not per step (setup and the end cancel out)."""
+    monkeypatch.setattr(train, "evaluate", lambda *args, **kwargs: (0.5, 0.5))
+
+    def syncs(steps: int) -> int:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                r = train_and_evaluate(TINY, data, **{**FAST, "steps": steps}, device="cuda")
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        assert r.status == "ok" and r.steps_done == steps
+        return sum("synchronizing" in str(w.message) for w in caught)
+
+    syncs(10)  # warm-up: first-use allocations
+    extra = syncs(30) - syncs(10)
+    assert 0 <= extra <= math.ceil(20 / train._READ_EVERY) + 1, extra
 
 
 # --- metric plumbing with a hand-made "network" ---------------------------------------------

@@ -34,6 +34,9 @@ __all__ = ["TrainResult", "soft_dice_loss", "train_and_evaluate"]
 log = logging.getLogger(__name__)
 
 _LOSS_WINDOW = 10  # train_loss is the mean of the last this-many steps
+# Losses stay on the device and are read back (and checked for divergence) once per this many
+# steps: a read waits for the device, so reading every step would stall a GPU's queue.
+_READ_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,27 @@ def _device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device={device!r} but CUDA is not available (allowed: 'cpu')")
     return dev
+
+
+def _to_device(array: np.ndarray, dev: torch.device) -> torch.Tensor:
+    tensor = torch.from_numpy(array)
+    if dev.type == "cuda":
+        # A copy from pageable memory waits for the device to finish; from pinned memory it
+        # is queued like a kernel.
+        return tensor.pin_memory().to(dev, non_blocking=True)
+    return tensor.to(dev)
+
+
+def _read_losses(pending: list[torch.Tensor], losses: list[float], lr: float) -> str:
+    """Move the ``pending`` step losses to ``losses`` with one host read; the divergence
+    reason if one is not finite (``losses`` then ends before that step), else ``""``."""
+    values = torch.stack(pending).tolist() if pending else []
+    pending.clear()
+    for value in values:
+        if not math.isfinite(value):
+            return f"loss became {value} at step {len(losses) + 1} (lr={lr:g})"
+        losses.append(value)
+    return ""
 
 
 def _check(config: UNetConfig, data: SegmentationData, patch: tuple[int, ...]) -> None:
@@ -142,30 +166,39 @@ def train_and_evaluate(
         sampler = PatchSampler(data.train, patch, out, rng=np.random.default_rng(seed))
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         model.train()
-        losses: list[float] = []
-        status, reason = "ok", ""
+        losses: list[float] = []  # read back, all finite
+        pending: list[torch.Tensor] = []  # not read back yet
+        reason = ""
         start = time.perf_counter()
-        for step in range(1, steps + 1):
+        for _ in range(steps):
+            # The host clock needs no sync; on a GPU the host may run up to _READ_EVERY steps
+            # ahead, so a time limit can be overrun by that much.
             if seconds is not None and time.perf_counter() - start >= seconds:
                 break
             x, y = sampler.sample(batch_size)
-            logits = forward(model, torch.from_numpy(x).to(dev))
-            target = torch.from_numpy(y).to(dev)
+            logits = forward(model, _to_device(x, dev))
+            target = _to_device(y, dev)
             loss = F.cross_entropy(logits, target)
             if dice_loss:
                 loss = loss + soft_dice_loss(logits, target)
-            value = float(loss.item())
-            if not math.isfinite(value):
-                status, reason = "diverged", f"loss became {value} at step {step} (lr={lr:g})"
-                log.info("training diverged: %s", reason)
-                break
+            # A non-finite loss is found up to _READ_EVERY - 1 steps late; the steps after it
+            # are wasted but not counted, as the run is reported diverged at that step.
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(value)
+            pending.append(loss.detach())
+            if len(pending) >= _READ_EVERY:
+                reason = _read_losses(pending, losses, lr)
+                if reason:
+                    break
+        # The last read also waits for the queued steps, so train_s covers all of them.
+        reason = reason or _read_losses(pending, losses, lr)
         train_s = time.perf_counter() - start
-        if status == "ok" and not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-            status, reason = "diverged", f"weights became non-finite by step {len(losses)}"
+        if reason:
+            log.info("training diverged: %s", reason)
+        elif not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
+            reason = f"weights became non-finite by step {len(losses)}"
+        status = "diverged" if reason else "ok"
         steps_done = len(losses)
         train_loss = float(np.mean(losses[-_LOSS_WINDOW:])) if losses else float("nan")
         if status == "diverged":

@@ -53,7 +53,8 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         metavar="COLUMN",
         help="column identifying a row (repeatable; default: config fields, "
-        "input_shape, batch_size, checkpointing, or the benchmark name)",
+        "input_shape, batch_size, checkpointing, or the benchmark name; plus device type and "
+        "precision when the tables have them)",
     )
     p.add_argument(
         "--ignore",

@@ -1,10 +1,12 @@
 """Compare CURRENT profile records against a BASELINE: exact counts, timings within tolerance.
 
 Rows are matched on a key (config fields + input shape + batch size + checkpointing for profile
-records, the benchmark name for pytest-benchmark runs). Deterministic metrics (parameter count,
-MACs/FLOPs, fake-tensor memory estimate) must be equal; any change fails, because it means the
-architecture changed and the baseline has to be updated on purpose. Measured metrics (times,
-throughputs, measured memory, ratios) fail only when worse by more than their tolerance.
+records, the benchmark name for pytest-benchmark runs), plus the device type and the precision:
+a CPU row is never compared with a CUDA row, nor an fp32 row with a bf16 one. Deterministic
+metrics (parameter count, MACs/FLOPs, fake-tensor memory estimate) must be equal; any change
+fails, because it means the architecture changed and the baseline has to be updated on purpose.
+Measured metrics (times, throughputs, measured memory, ratios) fail only when worse by more than
+their tolerance.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ EXACT_METRICS = ("params", "fwd_macs", "fwd_flops", "train_flops", "est_peak_mem
 _MEASURED_SUFFIXES = ("_s", "_bytes", "_ratio")
 _NOT_METRICS = ("train_step_iqr_s", "infer_iqr_s", "timestamp", "trial_number", "batch_size")
 _FAILING = {"changed", "worse", "missing", "missing row", "status"}
+DEVICE, PRECISION = "device", "precision"
+_SETTING = (DEVICE, PRECISION)  # key columns that say where a row ran, not what it measured
 
 
 def metric_columns(df: pd.DataFrame) -> list[str]:
@@ -58,18 +62,55 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
 
 def default_key(baseline: pd.DataFrame, current: pd.DataFrame) -> list[str]:
     """``benchmark`` for benchmark runs, else config fields + input_shape + batch_size +
-    checkpointing, as far as both files have them."""
+    checkpointing, as far as both files have them; then ``device`` if both files have it and
+    ``precision`` if either has it (a file without it holds fp32 rows)."""
     both = set(baseline.columns) & set(current.columns)
     if "benchmark" in both:
-        return ["benchmark"]
-    names = [*UNetConfig.field_names(), "input_shape", "batch_size", "checkpointing"]
-    key = [c for c in names if c in both]
+        key = ["benchmark"]
+    else:
+        names = [*UNetConfig.field_names(), "input_shape", "batch_size", "checkpointing"]
+        key = [c for c in names if c in both]
     if not key:
         raise UsageError(
             "cannot match rows: the files share no key column (config fields, input_shape, "
             "batch_size, checkpointing or benchmark); pass key=[...] / --key"
         )
+    if DEVICE in both:
+        key.append(DEVICE)
+    if PRECISION in set(baseline.columns) | set(current.columns):
+        key.append(PRECISION)
     return key
+
+
+def _device_type(value: object) -> str:
+    """``cuda:1`` -> ``cuda``: rows on any GPU of one kind are comparable, CPU and GPU are not."""
+    return _norm(value).strip().lower().split(":", 1)[0]
+
+
+_PRECISION_ALIASES = {
+    "": "fp32",
+    "float": "fp32",
+    "float32": "fp32",
+    "bfloat16": "bf16",
+    "float16": "fp16",
+    "half": "fp16",
+}
+
+
+def _precision(value: object) -> str:
+    """Precision name; empty (records older than the column) means fp32."""
+    text = _norm(value).strip().lower().removeprefix("torch.")
+    return _PRECISION_ALIASES.get(text, text)
+
+
+def _matching_form(df: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
+    """``df`` with device and precision in the form rows are matched on."""
+    out = df.copy()
+    if DEVICE in key and DEVICE in out.columns:
+        out[DEVICE] = out[DEVICE].map(_device_type)
+    if PRECISION in key:
+        out[PRECISION] = out[PRECISION].map(_precision) if PRECISION in out.columns else "fp32"
+    return out
 
 
 def _norm(value: object) -> str:
@@ -133,12 +174,14 @@ class ComparisonResult:
     ``table`` has one row per (matched row, metric) plus rows for unmatched records, with
     columns ``row``, ``metric``, ``baseline``, ``current``, ``change_pct``, ``tolerance``,
     ``status`` (same, ok, better, worse, changed, missing, new, missing row, new row, status)
-    and ``regression``.
+    and ``regression``. ``notes`` explain unmatched rows whose config the other side has on
+    another device or precision.
     """
 
     table: pd.DataFrame
     key: tuple[str, ...]
     n_matched: int
+    notes: tuple[str, ...] = ()
 
     @property
     def regressions(self) -> pd.DataFrame:
@@ -177,6 +220,7 @@ class ComparisonResult:
                 "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
                 for row in cells
             ]
+        lines += self.notes
         n_reg = int(self.table["regression"].sum())
         verdict = "FAIL" if n_reg else "PASS"
         lines.append(
@@ -256,6 +300,7 @@ def compare_records(
         if not (isinstance(tol, int | float) and tol >= 0 and math.isfinite(tol)):
             raise UsageError(f"tolerance for {name} must be a number >= 0, but got {tol!r}")
     key = list(key) if key is not None else default_key(baseline, current)
+    baseline, current = _matching_form(baseline, key), _matching_form(current, key)
     base, cur = _keyed(baseline, key, "baseline"), _keyed(current, key, "current")
     chosen = list(metrics) if metrics is not None else metric_columns(baseline)
     unknown = [m for m in tolerances if m not in chosen and m not in base.columns]
@@ -280,17 +325,72 @@ def compare_records(
             status, change = _judge(metric, b, c, tol)
             if status:
                 rows.append(_row(label, metric, b, c, change, tol, status))
-    for label in base.index.difference(cur.index, sort=False):
+    missing = base.index.difference(cur.index, sort=False)
+    new = cur.index.difference(base.index, sort=False)
+    for label in missing:
         rows.append(_row(label, "(row)", math.nan, math.nan, math.nan, math.nan, "missing row"))
-    for label in cur.index.difference(base.index, sort=False):
+    for label in new:
         rows.append(_row(label, "(row)", math.nan, math.nan, math.nan, math.nan, "new row"))
     table = pd.DataFrame(
         rows, columns=["row", "metric", "baseline", "current", "change_pct", "tolerance", "status"]
     )
     table["row"] = table["row"].map(lambda k: short.get(k, k))
     table["regression"] = table["status"].isin(_FAILING)
+    notes = _setting_notes(
+        baseline[base.index.isin(missing)], current[cur.index.isin(new)], baseline, current, key
+    )
+    for note in notes:
+        log.info("%s", note)
     log.debug("compared %d matched rows on %s", len(both), key)
-    return ComparisonResult(table=table, key=tuple(key), n_matched=len(both))
+    return ComparisonResult(table=table, key=tuple(key), n_matched=len(both), notes=tuple(notes))
+
+
+def _setting_notes(
+    missing: pd.DataFrame,
+    new: pd.DataFrame,
+    baseline: pd.DataFrame,
+    current: pd.DataFrame,
+    key: Sequence[str],
+) -> list[str]:
+    """Why unmatched rows were not compared, where the other side has their config on another
+    device or precision: one line per missing row, and per new row whose config no missing
+    row's line already names."""
+    setting = [c for c in key if c in _SETTING]
+    identity = [c for c in key if c not in _SETTING]
+    if not setting or not identity:
+        return []
+    labels = _short_labels(pd.concat([baseline[identity], current[identity]]), identity)
+
+    def split(df: pd.DataFrame) -> list[tuple[str, str]]:
+        n = len(identity)
+        return [
+            (_full_label(row[:n]), "/".join(_norm(v) for v in row[n:]))
+            for row in df[[*identity, *setting]].itertuples(index=False)
+        ]
+
+    differ = " or ".join(setting) + (" differ" if len(setting) > 1 else " differs")
+
+    def line(side: str, config: str, where: str, other: str, elsewhere: list[str]) -> str:
+        return (
+            f"{side} row {labels[config]} on {where} not compared: {other} has it only on "
+            f"{', '.join(elsewhere)} ({differ})"
+        )
+
+    in_current: dict[str, list[str]] = {}
+    for config, where in split(current):
+        in_current.setdefault(config, []).append(where)
+    in_baseline: dict[str, list[str]] = {}
+    for config, where in split(baseline):
+        in_baseline.setdefault(config, []).append(where)
+    notes, named = [], set()
+    for config, where in split(missing):
+        if config in in_current:
+            notes.append(line("baseline", config, where, "current", in_current[config]))
+            named.add(config)
+    for config, where in split(new):
+        if config in in_baseline and config not in named:
+            notes.append(line("current", config, where, "baseline", in_baseline[config]))
+    return notes
 
 
 def _num(value: object) -> float:
