@@ -27,7 +27,7 @@ CASES: list[tuple[dict[str, Any], tuple[int, ...], int]] = [
     (dict(n_blocks=2, start_filts=4, conv_mode="valid"), (20, 20, 20), 1),
     (dict(n_blocks=3, start_filts=4, dim=2, out_channels=1), (16, 16), 2),
 ]
-POLICIES = ("none", "blocks", "top_units", "lean")
+POLICIES = ("none", "blocks", "top_units", "lean", "cheap")
 
 
 def _tracked_cpu_peak(cfg: UNetConfig, shape: tuple[int, ...], batch: int, name: str) -> int:
@@ -134,12 +134,15 @@ def test_cuda_peak_subtracts_the_baseline_and_adds_the_model(
     calls: list[str] = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: calls.append("sync"))
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d=None: calls.append("reset"))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty"))
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d=None: 1000)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d=None: 5000)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda d=None: 2048)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda d=None: 8192)
     model = torch.nn.Linear(3, 2)  # 8 floats = 32 bytes
     peak = memory.cuda_peak_bytes(lambda: calls.append("step"), model, torch.device("cuda"))
-    assert peak == 5000 - 1000 + 32
-    assert calls == ["sync", "reset", "step", "sync"]
+    assert peak == (5000 - 1000 + 32, 8192 - 2048 + 32)
+    assert calls == ["sync", "empty", "reset", "step", "sync"]
 
 
 @pytest.mark.gpu
@@ -150,7 +153,7 @@ def test_cuda_allocator_peak_matches_estimate() -> None:
     x, target = _step.make_batch(cfg, (1, 1, 16, 32, 32), "cuda")
     for name in POLICIES:
         policy = get_policy(name)
-        peak = memory.cuda_peak_bytes(
+        peak, _ = memory.cuda_peak_bytes(
             lambda p=policy: _step.train_step(model, p, x, target), model, torch.device("cuda")
         )
         estimate = estimate_train_memory(cfg, (16, 32, 32), 1, name)

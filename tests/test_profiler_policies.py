@@ -41,7 +41,7 @@ def _step_result(model: UNet, name: str, x: torch.Tensor) -> tuple[torch.Tensor,
     return out.detach(), grads, copy.deepcopy(model.state_dict())
 
 
-@pytest.mark.parametrize("name", ["blocks", "top_units", "lean"])
+@pytest.mark.parametrize("name", ["blocks", "top_units", "lean", "cheap"])
 @pytest.mark.parametrize(("kwargs", "shape"), CASES)
 def test_policy_matches_plain_forward(kwargs: dict[str, Any], shape: tuple, name: str) -> None:
     torch.manual_seed(0)
@@ -59,7 +59,7 @@ def test_policy_matches_plain_forward(kwargs: dict[str, Any], shape: tuple, name
 
 
 def test_builtin_policies_are_registered() -> None:
-    assert policy_names()[:4] == ("none", "blocks", "top_units", "lean")
+    assert policy_names()[:5] == ("none", "blocks", "top_units", "lean", "cheap")
 
 
 def test_unknown_policy_names_the_known_ones() -> None:

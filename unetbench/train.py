@@ -27,6 +27,7 @@ from unetbench.data.metrics import OverlapCounts
 from unetbench.data.patches import PatchSampler, predict_volume
 from unetbench.data.volumes import SegmentationData
 from unetbench.model import UNet
+from unetbench.precision import autocast, check_precision, grad_scaler
 from unetbench.profiler.policies import get_policy
 
 __all__ = ["TrainResult", "soft_dice_loss", "train_and_evaluate"]
@@ -135,6 +136,7 @@ def train_and_evaluate(
     seed: int = 0,
     device: str | torch.device = "cpu",
     checkpointing: str = "none",
+    precision: str = "fp32",
 ) -> TrainResult:
     """Train ``config`` on ``data`` with Adam for ``steps`` steps or ``seconds``, then validate.
 
@@ -143,8 +145,10 @@ def train_and_evaluate(
     step count, and so the Dice, depend on machine speed). A non-finite loss stops training
     with status ``'diverged'``. ``checkpointing`` names the profiler's policy for the training
     forward (``none``, ``blocks``, ...), so a config that fits its memory budget only with
-    checkpointing is trained with it. Raises ConfigError if the patch does not suit the config
-    or data, UsageError for a bad device, budget or policy.
+    checkpointing is trained with it. ``precision`` ``bf16``/``fp16`` runs forward and loss
+    under autocast (float32 weights and Adam state; fp16 with a gradient scaler), validation
+    too. Raises ConfigError if the patch does not suit the config or data, UsageError for a
+    bad device, budget, policy or precision.
     """
     patch = tuple(int(s) for s in patch_shape)
     if steps < 1 or batch_size < 1 or (seconds is not None and seconds <= 0):
@@ -154,6 +158,7 @@ def train_and_evaluate(
         )
     dev = _device(device)
     forward = get_policy(checkpointing).forward
+    check_precision(precision)
     _check(config, data, patch)
     det_before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -165,6 +170,7 @@ def train_and_evaluate(
         out = tuple(int(s) for s in config.output_shape(patch))
         sampler = PatchSampler(data.train, patch, out, rng=np.random.default_rng(seed))
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        scaler = grad_scaler(precision, dev.type)
         model.train()
         losses: list[float] = []  # read back, all finite
         pending: list[torch.Tensor] = []  # not read back yet
@@ -176,16 +182,22 @@ def train_and_evaluate(
             if seconds is not None and time.perf_counter() - start >= seconds:
                 break
             x, y = sampler.sample(batch_size)
-            logits = forward(model, _to_device(x, dev))
             target = _to_device(y, dev)
-            loss = F.cross_entropy(logits, target)
-            if dice_loss:
-                loss = loss + soft_dice_loss(logits, target)
+            with autocast(precision, dev.type):
+                logits = forward(model, _to_device(x, dev))
+                loss = F.cross_entropy(logits, target)
+                if dice_loss:
+                    loss = loss + soft_dice_loss(logits, target)
             # A non-finite loss is found up to _READ_EVERY - 1 steps late; the steps after it
             # are wasted but not counted, as the run is reported diverged at that step.
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:  # fp16: scaled loss; steps with inf/nan gradients are skipped
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             pending.append(loss.detach())
             if len(pending) >= _READ_EVERY:
                 reason = _read_losses(pending, losses, lr)
@@ -203,7 +215,8 @@ def train_and_evaluate(
         train_loss = float(np.mean(losses[-_LOSS_WINDOW:])) if losses else float("nan")
         if status == "diverged":
             return TrainResult(0.0, 0.0, float("nan"), steps_done, train_s, status, reason)
-        dice, iou = evaluate(model, data, patch, out, n_classes=config.out_channels)
+        with autocast(precision, dev.type):
+            dice, iou = evaluate(model, data, patch, out, n_classes=config.out_channels)
         log.debug("trained %d steps in %.1f s: dice %.3f", steps_done, train_s, dice)
         return TrainResult(dice, iou, train_loss, steps_done, train_s, status, reason)
     finally:

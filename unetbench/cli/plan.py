@@ -8,8 +8,8 @@ from typing import Any
 from unetbench.profiler import _cli
 
 _SHOWN = (
-    "vary", "checkpointing", "batch_size", "input_shape", "fits", "est_peak_mem_train_bytes",
-    "total_bytes", "budget_bytes",
+    "vary", "checkpointing", "checkpointing_chosen", "precision", "batch_size", "input_shape",
+    "fits", "est_peak_mem_train_bytes", "total_bytes", "headroom_bytes", "budget_bytes",
 )  # fmt: skip
 
 
@@ -26,7 +26,20 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--batch", type=int, default=1, help="batch size while the shape grows")
     p.add_argument("--fixed-depth", type=int, help="keep the first axis at this size")
     p.add_argument("--vary", default="shape,batch", help="shape and/or batch (default both)")
-    p.add_argument("--checkpointing", default="none,blocks", help="policies (default none,blocks)")
+    p.add_argument(
+        "--checkpointing",
+        default="none,blocks",
+        help="policies, or auto: the largest size any policy reaches (default none,blocks)",
+    )
+    p.add_argument(
+        "--precision", default="fp32", help="fp32, bf16 or fp16 (autocast; default fp32)"
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where training will run: cuda keeps a 512 MiB headroom free (default cpu)",
+    )
+    p.add_argument("--headroom", default=None, help="bytes of the budget kept free, e.g. 1GiB")
     p.add_argument(
         "--optimizer", default="adam", help="adam, sgd-momentum or sgd (optimizer state size)"
     )
@@ -35,6 +48,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Plan, print the table, optionally write it; 1 if nothing fits."""
+    from unetbench.precision import check_precision
     from unetbench.profiler import plan
 
     out = _cli.check_out(args.out)
@@ -48,8 +62,14 @@ def run(args: argparse.Namespace) -> int:
         vary=_cli.parse_list(args.vary, "--vary"),
         checkpointing=_cli.parse_list(args.checkpointing, "--checkpointing"),
         optimizer=args.optimizer,
+        precision=check_precision(args.precision),
+        device=args.device,
+        memory_headroom=args.headroom,
     )
-    print(f"U-Net {config.to_json()}; total = estimated step peak + optimizer state + batch")
+    print(
+        f"U-Net {config.to_json()}; total = estimated step peak + optimizer state + batch, "
+        "which must fit the budget less the headroom"
+    )
     print(_cli.readable(frame, _SHOWN))
     if out is not None:
         _cli.write_frame(frame, out)

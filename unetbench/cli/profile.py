@@ -9,8 +9,9 @@ from typing import Any
 from unetbench.profiler import _cli
 
 _SHOWN = (
-    "checkpointing", "status", "params", "fwd_macs", "train_flops", "peak_mem_train_bytes",
-    "est_peak_mem_train_bytes", "opt_state_bytes", "peak_mem_infer_bytes", "train_step_s",
+    "checkpointing", "checkpointing_chosen", "precision", "status", "params", "fwd_macs",
+    "train_flops", "peak_mem_train_bytes", "est_peak_mem_train_bytes",
+    "peak_reserved_train_bytes", "opt_state_bytes", "peak_mem_infer_bytes", "train_step_s",
     "train_step_iqr_s", "infer_s", "train_voxels_per_s",
 )  # fmt: skip
 
@@ -29,7 +30,19 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--checkpointing",
         default="none,blocks",
-        help="comma-separated policies: none, blocks, top_units, lean (default none,blocks)",
+        help="comma-separated policies: none, blocks, top_units, lean, ..., or auto (the one "
+        "the estimates choose for the shape, precision and --budget; default none,blocks)",
+    )
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        help="comma-separated: fp32, bf16, fp16 (autocast mixed precision; default fp32)",
+    )
+    p.add_argument("--budget", default=None, help="memory budget for auto, e.g. 11GiB")
+    p.add_argument(
+        "--headroom",
+        default=None,
+        help="bytes of the budget kept free (default 512MiB on CUDA, 0 on CPU)",
     )
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
     p.add_argument("--rounds", type=int, default=5, help="timed steps at most (default 5)")
@@ -42,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     """Profile, print the table, optionally write the records; 1 if no row succeeded."""
     from tqdm import tqdm
 
+    from unetbench.precision import parse_precisions
     from unetbench.profiler import planned_steps, profile
+    from unetbench.profiler.planner import parse_bytes
 
     out = _cli.check_out(args.out)
     config = _cli.config_from_args(args)
@@ -50,7 +65,12 @@ def run(args: argparse.Namespace) -> int:
     assert shape is not None
     policies = _cli.parse_list(args.checkpointing, "--checkpointing")
     _cli.validate_profile_args(config, shape, args.batch, args.device, policies)
-    total = planned_steps(len(policies), warmup=args.warmup, rounds=args.rounds)
+    precisions = parse_precisions(args.precision)
+    if args.budget is not None:
+        parse_bytes(args.budget)
+    total = planned_steps(
+        len(policies), warmup=args.warmup, rounds=args.rounds, n_precisions=len(precisions)
+    )
     with tqdm(total=total, desc="profiling", unit="step", file=sys.stderr, leave=False) as bar:
         frame = profile(
             config,
@@ -63,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
             max_seconds=args.max_seconds,
             timing=not args.no_timing,
             progress=bar.update,
+            precision=precisions,
+            memory_budget=args.budget,
+            memory_headroom=args.headroom,
         )
     first = frame.iloc[0]
     print(
@@ -72,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(_cli.readable(frame, _SHOWN))
     for _, row in frame[frame["status"] != "ok"].iterrows():
-        print(f"{row['checkpointing']}: {row['status']}: {row['reason']}")
+        print(f"{row['checkpointing']}/{row['precision']}: {row['status']}: {row['reason']}")
     if out is not None:
         _cli.write_frame(frame, out)
         print(f"wrote {len(frame)} records to {out}")

@@ -46,11 +46,11 @@ def _case(name: str, shape: tuple[int, ...], policies: tuple[str, ...], **kw: An
 # Every up_mode, merge_mode, activation, normalization (incl. group<G>), attention, planar
 # blocks, full_norm, conv_mode, dim, channel counts and checkpointing policy appears at least once.
 CASES: tuple[Case, ...] = (
-    _case("default_3d", (16, 32, 32), ("none", "blocks", "top_units", "lean")),
+    _case("default_3d", (16, 32, 32), ("none", "blocks", "top_units", "lean", "cheap")),
     _case(
         "add_leaky_instance",
         (16, 32, 32),
-        ("none", "lean"),
+        ("none", "lean", "cheap"),
         merge_mode="add",
         activation="leaky",
         normalization="instance",

@@ -11,6 +11,7 @@ before the recomputation, which already include this step's single update.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,7 +19,36 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-__all__ = ["checkpoint", "frozen_norm_statistics"]
+__all__ = ["checkpoint", "frozen_norm_statistics", "recompute_also_under"]
+
+_LOCAL = threading.local()
+
+
+@contextlib.contextmanager
+def recompute_also_under(
+    factory: Callable[[], contextlib.AbstractContextManager[Any]],
+) -> Iterator[None]:
+    """Checkpoints created in this thread while active recompute under ``factory()`` too.
+
+    Autocast is restored for a recomputation by torch, but not a torch-function mode active
+    around the step (the recomputation runs inside autograd): a caller that changes how
+    operations run (e.g. CUDA's autocast rules emulated on the CPU) registers it here.
+    """
+    stack = _LOCAL.__dict__.setdefault("factories", [])
+    stack.append(factory)
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+@contextlib.contextmanager
+def _recompute_context(holder: nn.Module, factories: list[Any]) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for factory in factories:
+            stack.enter_context(factory())
+        stack.enter_context(frozen_norm_statistics(holder))
+        yield
 
 
 @contextlib.contextmanager
@@ -57,5 +87,8 @@ def checkpoint(fn: Callable[..., Any], *args: Any, owner: nn.Module | None = Non
             fn,
             *args,
             use_reentrant=False,
-            context_fn=lambda: (contextlib.nullcontext(), frozen_norm_statistics(holder)),
+            context_fn=lambda: (
+                contextlib.nullcontext(),
+                _recompute_context(holder, list(_LOCAL.__dict__.get("factories", ()))),
+            ),
         )

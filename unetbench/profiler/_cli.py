@@ -115,7 +115,8 @@ def validate_profile_args(
 
     devices.resolve_device(device)
     for name in policies:
-        get_policy(name)
+        if name != "auto":
+            get_policy(name)
     _step.resolve_shape(config, shape, batch)
 
 
@@ -154,6 +155,8 @@ _UNITS: dict[str, tuple[str, float, int]] = {
     "train_flops": ("train GFLOP", 1e9, 2),
     "peak_mem_train_bytes": ("train MiB", 2**20, 1),
     "est_peak_mem_train_bytes": ("est train MiB", 2**20, 1),
+    "peak_reserved_train_bytes": ("reserved MiB", 2**20, 1),
+    "headroom_bytes": ("headroom MiB", 2**20, 1),
     "opt_state_bytes": ("opt MiB", 2**20, 1),
     "peak_mem_infer_bytes": ("infer MiB", 2**20, 1),
     "train_step_s": ("train ms", 1e-3, 1),

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from unetbench.precision import autocast, grad_scaler
 from unetbench.profiler import _step, devices
 from unetbench.profiler.policies import CheckpointPolicy
 from unetbench.profiler.timing import time_rounds
@@ -64,11 +65,16 @@ def measure_inference(
     rounds: int,
     max_seconds: float | None,
     tick: Callable[[int], None],
+    precision: str = "fp32",
 ) -> None:
-    """Inference-mode forward in eval mode: peak memory (doubles as warm-up) and timing."""
+    """Inference-mode forward in eval mode under ``precision``: peak memory and timing.
+
+    On CUDA the memory is taken on a second forward, after cuDNN has chosen its algorithms
+    (the first call's search and workspaces are not what a running job holds).
+    """
 
     def infer() -> None:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(precision, dev.type):
             model(x)
 
     model.eval()
@@ -76,9 +82,14 @@ def measure_inference(
         done = 0
         if measure_memory:
             with row.guard("infer memory", dev):
-                row["peak_mem_infer_bytes"] = devices.peak_bytes(infer, model, dev)
-                done = 1
-                tick(1)
+                if dev.type == "cuda":
+                    infer()
+                    done += 1
+                peak = devices.peak_bytes(infer, model, dev)
+                row["peak_mem_infer_bytes"] = peak.allocated
+                row["peak_reserved_infer_bytes"] = peak.reserved
+                done += 1
+                tick(done)
         if timing and row["status"] != "oom":
             with row.guard("infer timing", dev):
                 res = time_rounds(
@@ -109,23 +120,37 @@ def measure_training(
     rounds: int,
     max_seconds: float | None,
     tick: Callable[[int], None],
+    precision: str = "fp32",
 ) -> None:
-    """Training steps under ``policy``: tracked peak (first warm-up), optimizer state, timing."""
+    """Training steps under ``policy`` and ``precision``: peak memory, optimizer state, timing.
+
+    On CUDA the peak is taken on a step after a warm-up step (cuDNN's algorithm search
+    done), as allocated and as reserved by the caching allocator; on the CPU the tracked peak
+    of the first step (the CPU has no such first-step effects).
+    """
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scaler = grad_scaler(precision, dev.type)
     done = 0
+
+    def step(opt: torch.optim.Optimizer | None = None) -> None:
+        _step.train_step(model, policy, x, target, opt, precision, scaler if opt else None)
+
     if measure_memory:
         with row.guard("train memory", dev):
-            row["peak_mem_train_bytes"] = devices.peak_bytes(
-                lambda: _step.train_step(model, policy, x, target), model, dev
-            )
+            if dev.type == "cuda":
+                step(optimizer)
+                done += 1
+            peak = devices.peak_bytes(step, model, dev)
+            row["peak_mem_train_bytes"] = peak.allocated
+            row["peak_reserved_train_bytes"] = peak.reserved
             optimizer.step()
-            done = 1
-            tick(1)
+            done += 1
+            tick(done)
     if timing and row["status"] != "oom":
         with row.guard("train timing", dev):
             res = time_rounds(
-                lambda: _step.train_step(model, policy, x, target, optimizer),
+                lambda: step(optimizer),
                 dev,
                 warmup=max(0, warmup - done),
                 rounds=rounds,

@@ -101,17 +101,23 @@ def train_step(
     x: torch.Tensor,
     target: torch.Tensor,
     optimizer: torch.optim.Optimizer | None = None,
+    precision: str = "fp32",
+    scaler: Any = None,
 ) -> None:
-    """One training step: forward (under ``policy``), loss, backward, optional optimizer step.
+    """One training step: forward (under ``policy``) and loss under ``precision``'s autocast,
+    backward, optional optimizer step (through ``scaler`` for fp16, if given).
 
     Raises:
         MissingGradientError: Some parameter got no gradient, so the step did not train the
             whole network and its memory would be understated.
     """
+    from unetbench.precision import autocast
+
     for p in model.parameters():
         p.grad = None
-    loss = loss_fn(policy.forward(model, x), target)
-    loss.backward()
+    with autocast(precision, x.device.type):
+        loss = loss_fn(policy.forward(model, x), target)
+    (loss if scaler is None else scaler.scale(loss)).backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     if missing:
         shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
@@ -119,7 +125,11 @@ def train_step(
             f"{len(missing)} parameters got no gradient under {policy.name!r}: {shown}"
         )
     if optimizer is not None:
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
 
 
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:

@@ -1,9 +1,10 @@
-"""``profile``: one flat record per checkpointing policy of a U-Net on an input shape.
+"""``profile``: one flat record per (checkpointing policy, precision) of a U-Net on a shape.
 
-For each policy the row holds exact operation counts, the training-step peak memory measured
+For each pair the row holds exact operation counts, the training-step peak memory measured
 (CUDA allocator or tracked CPU tensors) and estimated (fake tensors), optimizer-state and
-inference memory, and median/IQR timings. A measurement that runs out of memory marks its
-row ``status="oom"`` and the others go on; any other failure marks ``status="error"``.
+inference memory, and median/IQR timings. ``checkpointing="auto"`` rows name the policy they
+chose in ``checkpointing_chosen``. A measurement that runs out of memory marks its row
+``status="oom"`` and the others go on; any other failure marks ``status="error"``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from unetbench._errors import UsageError
+from unetbench.precision import autocast_dtype_name, parse_precisions
 from unetbench.profiler import _measure, _step, devices, env, flops, memory
-from unetbench.profiler.policies import get_policy
+from unetbench.profiler.auto import AUTO, choose_policy
+from unetbench.profiler.policies import CheckpointPolicy, get_policy
 
 __all__ = ["RECORD_COLUMNS", "profile"]
 
@@ -28,6 +32,8 @@ RECORD_COLUMNS = (
     "input_shape",
     "output_shape",
     "checkpointing",
+    "checkpointing_chosen",
+    "precision",
     "device",
     "dtype",
     "status",
@@ -38,10 +44,14 @@ RECORD_COLUMNS = (
     "train_flops",
     "unsupported_ops",
     "peak_mem_train_bytes",
+    "peak_reserved_train_bytes",
     "opt_state_bytes",
     "peak_mem_infer_bytes",
+    "peak_reserved_infer_bytes",
     "mem_method",
     "est_peak_mem_train_bytes",
+    "memory_budget_bytes",
+    "memory_headroom_bytes",
     "train_step_s",
     "train_step_iqr_s",
     "infer_s",
@@ -53,6 +63,11 @@ RECORD_COLUMNS = (
     "git_commit",
     "host",
     "device_name",
+    "autocast_dtype",
+    "cudnn_benchmark",
+    "cudnn_deterministic",
+    "tf32_matmul",
+    "tf32_cudnn",
     "timestamp",
 )
 """Record columns after the config fields, in order."""
@@ -85,15 +100,21 @@ def profile(
     measure_memory: bool = True,
     count_flops: bool = True,
     progress: Callable[[int], None] | None = None,
+    precision: str | Iterable[str] = "fp32",
+    memory_budget: int | str | None = None,
+    memory_headroom: int | str | None = None,
 ) -> pd.DataFrame:
-    """Profile a U-Net: one row per checkpointing policy (columns: README, "Record columns").
+    """Profile a U-Net: one row per (checkpointing policy, precision); columns: README,
+    "Record columns".
 
     Args:
         config_or_model: A UNetConfig, or a unetbench UNet (profiled on a copy, so its
             weights and statistics stay untouched).
         input_shape: Spatial shape (D, H, W) / (H, W), or full (N, C, *spatial).
         batch_size: Batch size when ``input_shape`` is spatial.
-        checkpointing: Policy name(s): "none", "blocks", "top_units" (see policies.py).
+        checkpointing: Policy name(s): "none", "blocks", "top_units", ... (see policies.py),
+            or "auto": the policy :func:`~unetbench.profiler.auto.choose_policy` picks for
+            the shape, precision and budget, named in ``checkpointing_chosen``.
         device: "cpu", "cuda" or "cuda:N".
         warmup: Untimed steps before timing (the memory-tracked step counts as one).
         rounds: Timed steps at most.
@@ -103,6 +124,10 @@ def profile(
         count_flops: Count fvcore MACs and torch FLOPs.
         progress: Called with the number of steps just run (e.g. ``tqdm.update``); see
             :func:`planned_steps` for the total.
+        precision: "fp32", "bf16", "fp16" or several: autocast over forward and loss with
+            float32 parameters (fp16 with a gradient scaler).
+        memory_budget: Bytes or "11GiB": what ``auto`` must fit (less the headroom).
+        memory_headroom: Bytes kept free of the budget; default 512 MiB on CUDA, 0 on CPU.
 
     Raises:
         ConfigError: Illegal config or input shape.
@@ -112,7 +137,11 @@ def profile(
     dev = devices.resolve_device(device)
     full = _step.resolve_shape(cfg, input_shape, batch_size)
     names = (checkpointing,) if isinstance(checkpointing, str) else tuple(checkpointing)
-    policies = [get_policy(n) for n in names]
+    for name in names:
+        if name != AUTO:
+            get_policy(name)
+    precisions = parse_precisions(precision)
+    budget, headroom = _budget(memory_budget, memory_headroom, dev)
     out_shape = tuple(cfg.output_shape(full[2:]))
     out_voxels = full[0] * math.prod(out_shape)
     tick = progress or (lambda n: None)
@@ -129,56 +158,118 @@ def profile(
         mem_method=("cuda_allocator" if dev.type == "cuda" else "cpu_tracked")
         if measure_memory
         else "",
+        memory_budget_bytes=math.nan if budget is None else budget + headroom,
+        memory_headroom_bytes=headroom,
         **env.environment(dev),
     )
-    rows = [_measure.Row(base, checkpointing=p.name) for p in policies]
-    for row in rows:
-        row.update({c: math.nan for c in RECORD_COLUMNS if c not in row})
-
     shared = _measure.Row(base, checkpointing="*")
     with shared.guard("setup", dev):  # model and batch may already not fit on the device
         model = _model_on(config_or_model, cfg, dev)
         x, target = _step.make_batch(cfg, full, dev)
     measured = not shared["reason"]
     if measured:
-        for row in rows:
-            row["params"] = sum(p.numel() for p in model.parameters())
+        base["params"] = sum(p.numel() for p in model.parameters())
         if count_flops:
             with shared.guard("fvcore", dev):
                 shared["fwd_macs"], shared["unsupported_ops"] = flops.count_fwd_macs(model, x)
-        _measure.measure_inference(
-            shared, model, x, dev, out_voxels, measure_memory, timing, warmup, rounds,
-            max_seconds, tick,
-        )  # fmt: skip
-    for row, policy in zip(rows, policies, strict=True):
-        for key in (
-            "fwd_macs",
-            "unsupported_ops",
-            "peak_mem_infer_bytes",
-            "infer_s",
-            "infer_iqr_s",
-            "infer_voxels_per_s",
-        ):
-            if key in shared:
-                row[key] = shared[key]
-        if shared["reason"]:
-            row.fail(shared["status"], shared["reason"], "shared")
-        with row.guard("estimate", dev):
-            row["est_peak_mem_train_bytes"] = memory.estimate_train_memory(
-                cfg, full, 1, policy.name
-            )
-        if count_flops:
-            with row.guard("flops", dev):
-                row["fwd_flops"], row["train_flops"] = flops.count_torch_flops(cfg, full, 1, policy)
+    rows = []
+    for prec in precisions:
+        infer = _measure.Row(shared, precision=prec)
         if measured:
-            _measure.measure_training(
-                row, model, policy, x, target, dev, out_voxels, measure_memory, timing,
-                warmup, rounds, max_seconds, tick,
+            _measure.measure_inference(
+                infer, model, x, dev, out_voxels, measure_memory, timing, warmup, rounds,
+                max_seconds, tick, prec,
             )  # fmt: skip
-    frame = pd.DataFrame(
+        for name in names:
+            row = _measure.Row(base, checkpointing=name, precision=prec)
+            row.update(autocast_dtype=autocast_dtype_name(prec))
+            row.update({c: math.nan for c in RECORD_COLUMNS if c not in row})
+            for key in _INFER_KEYS:
+                if key in infer:
+                    row[key] = infer[key]
+            if infer["reason"]:
+                row.fail(infer["status"], infer["reason"], "shared")
+            policy = _policy(row, name, cfg, full, prec, budget, dev)
+            if policy is not None:
+                _train_row(row, policy, cfg, full, prec, count_flops, dev)
+                if measured:
+                    _measure.measure_training(
+                        row, model, policy, x, target, dev, out_voxels, measure_memory,
+                        timing, warmup, rounds, max_seconds, tick, prec,
+                    )  # fmt: skip
+            rows.append(row)
+    return pd.DataFrame(
         [{k: row.get(k) for k in (*base_fields(), *RECORD_COLUMNS)} for row in rows]
     )
-    return frame
+
+
+_INFER_KEYS = (
+    "fwd_macs",
+    "unsupported_ops",
+    "peak_mem_infer_bytes",
+    "peak_reserved_infer_bytes",
+    "infer_s",
+    "infer_iqr_s",
+    "infer_voxels_per_s",
+)
+
+
+def _budget(
+    budget: int | str | None, headroom: int | str | None, dev: torch.device
+) -> tuple[int | None, int]:
+    """``(budget less headroom, headroom)`` in bytes; the budget is None when not given."""
+    from unetbench.profiler.planner import _bytes0, parse_bytes
+
+    room = memory.default_headroom_bytes(str(dev)) if headroom is None else _bytes0(headroom)
+    if budget is None:
+        return None, room
+    total = parse_bytes(budget)
+    if room >= total:
+        raise UsageError(f"memory headroom {room} B leaves nothing of the budget {total} B")
+    return total - room, room
+
+
+def _policy(
+    row: _measure.Row,
+    name: str,
+    cfg: Any,
+    full: tuple[int, ...],
+    precision: str,
+    budget: int | None,
+    dev: torch.device,
+) -> CheckpointPolicy | None:
+    """The policy a row trains with; for ``auto`` chosen from the estimates."""
+    if name != AUTO:
+        row["checkpointing_chosen"] = name
+        return get_policy(name)
+    with row.guard("auto", dev):
+        choice = choose_policy(cfg, full, precision, budget, device=str(dev))
+        row["checkpointing_chosen"] = choice.name
+        if not choice.fits:
+            row["reason"] = "; ".join(
+                r for r in (row["reason"], "auto: no policy fits the budget") if r
+            )
+        return get_policy(choice.name)
+    return None
+
+
+def _train_row(
+    row: _measure.Row,
+    policy: CheckpointPolicy,
+    cfg: Any,
+    full: tuple[int, ...],
+    precision: str,
+    count_flops: bool,
+    dev: torch.device,
+) -> None:
+    """The estimate and FLOP counts of one row (nothing is allocated)."""
+    with row.guard("estimate", dev):
+        row["est_peak_mem_train_bytes"] = memory.estimate_train_memory(
+            cfg, full, 1, policy.name, precision, str(dev)
+        )
+    if count_flops:
+        with row.guard("flops", dev):
+            row["fwd_flops"], row["train_flops"] = flops.count_torch_flops(cfg, full, 1, policy)
 
 
 def base_fields() -> tuple[str, ...]:
@@ -188,10 +279,12 @@ def base_fields() -> tuple[str, ...]:
     return tuple(UNetConfig.field_names())
 
 
-def planned_steps(n_policies: int, *, warmup: int = 1, rounds: int = 5) -> int:
+def planned_steps(
+    n_policies: int, *, warmup: int = 1, rounds: int = 5, n_precisions: int = 1
+) -> int:
     """Upper bound of the steps :func:`profile` reports through ``progress``."""
     per_kind = max(1, warmup) + max(1, rounds)
-    return per_kind * (n_policies + 1)
+    return per_kind * (n_policies + 1) * n_precisions
 
 
 def _model_on(config_or_model: Any, cfg: Any, dev: torch.device) -> nn.Module:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -11,7 +12,7 @@ from unetbench._errors import UsageError
 from unetbench.oom import is_oom
 from unetbench.profiler.memory import cuda_peak_bytes, tracked_peak_bytes
 
-__all__ = ["is_oom", "peak_bytes", "release", "resolve_device", "resolve_devices"]
+__all__ = ["Peak", "is_oom", "peak_bytes", "release", "resolve_device", "resolve_devices"]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -70,8 +71,18 @@ def release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def peak_bytes(fn: Callable[[], object], model: nn.Module, device: torch.device) -> int:
-    """Peak live bytes of ``fn`` on ``device``: allocator statistics on CUDA, tracked on CPU."""
+class Peak(NamedTuple):
+    """Peak bytes of a step: allocated by tensors, and reserved by the caching allocator
+    (CUDA; on the CPU there is no cache and both are the tracked peak)."""
+
+    allocated: int
+    reserved: int
+
+
+def peak_bytes(fn: Callable[[], object], model: nn.Module, device: torch.device) -> Peak:
+    """Peak bytes of ``fn`` on ``device``: allocator statistics on CUDA, tracked on CPU."""
     if device.type == "cuda":
-        return cuda_peak_bytes(fn, model, device)
-    return tracked_peak_bytes(fn, model)
+        allocated, reserved = cuda_peak_bytes(fn, model, device)
+        return Peak(allocated, reserved)
+    peak = tracked_peak_bytes(fn, model)
+    return Peak(peak, peak)

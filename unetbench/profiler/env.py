@@ -11,10 +11,11 @@ import functools
 import platform
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["device_name", "environment", "git_commit"]
+__all__ = ["backend_flags", "device_name", "environment", "git_commit"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -42,7 +43,18 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def environment(device: torch.device) -> dict[str, str]:
+def backend_flags() -> dict[str, bool]:
+    """The backend settings that change CUDA memory and speed: cuDNN's algorithm search
+    (benchmark), deterministic algorithms, and TensorFloat-32 for matmuls and convolutions."""
+    return {
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+        "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+    }
+
+
+def environment(device: torch.device) -> dict[str, Any]:
     """Return the environment columns of a record."""
     from unetbench import __version__
 
@@ -52,5 +64,6 @@ def environment(device: torch.device) -> dict[str, str]:
         "git_commit": git_commit(),
         "host": platform.node(),
         "device_name": device_name(device),
+        **backend_flags(),
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -23,22 +23,60 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import nn
 
+from unetbench.budget import default_headroom_bytes
+from unetbench.precision import check_precision, cuda_rules_on_cpu
 from unetbench.profiler import _step
 from unetbench.profiler._live import LivePeak
 from unetbench.profiler.policies import get_policy
 
 __all__ = [
+    "OPT_STATE_FACTOR",
     "cuda_peak_bytes",
+    "default_headroom_bytes",
     "estimate_train_memory",
     "memtracker_peak_bytes",
     "model_bytes",
+    "step_extra_bytes",
     "tracked_peak_bytes",
 ]
+
+#: Float32 state tensors an optimizer keeps per parameter.
+OPT_STATE_FACTOR = {"adam": 2, "sgd-momentum": 1, "sgd": 0}
+
+
+def step_extra_bytes(
+    config: Any, full_shape: tuple[int, ...], optimizer: str = "adam"
+) -> tuple[int, int]:
+    """``(optimizer state, batch)`` bytes a training step needs beside its estimated peak.
+
+    The optimizer keeps float32 state per parameter (:data:`OPT_STATE_FACTOR`); the batch is
+    a float32 input and its target (int64 class indices, or a float32 mask for one output
+    channel). Neither depends on the precision: autocast casts inside the forward.
+    """
+    import math
+
+    from unetbench._errors import UsageError
+
+    if optimizer not in OPT_STATE_FACTOR:
+        raise UsageError(
+            f"optimizer must be one of {', '.join(OPT_STATE_FACTOR)}, got {optimizer!r}"
+        )
+    cfg = _step.config_of(config)
+    with _FAKE_LOCK:
+        _, model = _fake_model(cfg)
+        n_params = sum(p.numel() for p in model.parameters())
+    n, spatial = full_shape[0], tuple(full_shape[2:])
+    in_voxels = n * math.prod(spatial)
+    out_voxels = n * math.prod(cfg.output_shape(spatial))
+    target_item = 8 if cfg.out_channels >= 2 else 4
+    batch = 4 * cfg.in_channels * in_voxels + target_item * out_voxels
+    return OPT_STATE_FACTOR[optimizer] * 4 * n_params, batch
 
 
 def model_bytes(model: nn.Module) -> int:
@@ -81,20 +119,28 @@ def memtracker_peak_bytes(fn: Callable[[], object], model: nn.Module) -> int:
     return int(sum(snap["Total"] for snap in peak.values()))
 
 
-def cuda_peak_bytes(fn: Callable[[], object], model: nn.Module, device: torch.device) -> int:
-    """Peak allocated CUDA bytes during ``fn`` on the same footing as the tracked peak.
+def cuda_peak_bytes(
+    fn: Callable[[], object], model: nn.Module, device: torch.device
+) -> tuple[int, int]:
+    """Peak ``(allocated, reserved)`` CUDA bytes during ``fn``, on the tracked peak's footing.
 
     The allocator's peak counts everything allocated on the device, so the baseline before
     the step (model, batch and whatever else the process holds) is subtracted and the model's
-    own bytes are added back.
+    own bytes are added back. Reserved is what the caching allocator held at its peak (what
+    ``nvidia-smi`` sees of this process, less the CUDA context): the cache is emptied first
+    so that an earlier, larger step does not count, and the same baseline is taken off.
     """
     torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
+    base_reserved = torch.cuda.memory_reserved(device)
     fn()
     torch.cuda.synchronize(device)
     peak = torch.cuda.max_memory_allocated(device)
-    return int(peak - base + model_bytes(model))
+    reserved = torch.cuda.max_memory_reserved(device)
+    own = model_bytes(model)
+    return int(peak - base + own), int(reserved - base_reserved + own)
 
 
 def estimate_train_memory(
@@ -102,6 +148,8 @@ def estimate_train_memory(
     input_shape: tuple[int, ...] | list[int],
     batch_size: int = 1,
     checkpointing: str = "none",
+    precision: str = "fp32",
+    device: str = "cpu",
 ) -> int:
     """Peak bytes of one training step of ``config``, estimated on fake tensors.
 
@@ -114,6 +162,10 @@ def estimate_train_memory(
         input_shape: Spatial shape (D, H, W) or (H, W), or full (N, C, *spatial).
         batch_size: Batch size when ``input_shape`` is spatial.
         checkpointing: Name of a checkpointing policy ("none", "blocks", ...).
+        precision: "fp32", or "bf16"/"fp16" mixed precision.
+        device: the device the step is sized for: "cuda..." applies CUDA's autocast rules
+            (which differ from the CPU's for pooling and group/layer norm), anything else the
+            CPU's; it does not change fp32.
 
     Raises:
         ConfigError: Illegal shape for the config.
@@ -122,12 +174,18 @@ def estimate_train_memory(
     cfg = _step.config_of(config)
     full = _step.resolve_shape(cfg, input_shape, batch_size)
     policy = get_policy(checkpointing)
+    check_precision(precision)
     with _FAKE_LOCK:
         mode, model = _fake_model(cfg)
         with mode:
             model.train()
             x, target = _step.make_batch(cfg, full)
-            peak = tracked_peak_bytes(lambda: _step.train_step(model, policy, x, target), model)
+            rules = cuda_rules_on_cpu() if str(device).startswith("cuda") else nullcontext()
+            with rules:
+                peak = tracked_peak_bytes(
+                    lambda: _step.train_step(model, policy, x, target, precision=precision),
+                    model,
+                )
             for p in model.parameters():
                 p.grad = None
         return peak

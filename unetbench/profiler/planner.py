@@ -18,20 +18,27 @@ from typing import Any
 import pandas as pd
 
 from unetbench._errors import UsageError
+from unetbench.precision import check_precision
 from unetbench.profiler import _step
-from unetbench.profiler.memory import estimate_train_memory
-from unetbench.profiler.policies import get_policy
+from unetbench.profiler.auto import AUTO, choose_policy
+from unetbench.profiler.memory import (
+    OPT_STATE_FACTOR,
+    default_headroom_bytes,
+    estimate_train_memory,
+    step_extra_bytes,
+)
+from unetbench.profiler.policies import get_policy, policy_names
 
 __all__ = ["PLAN_COLUMNS", "parse_bytes", "plan"]
 
 PLAN_COLUMNS = (
-    "vary", "checkpointing", "batch_size", "input_shape", "voxels", "fits",
-    "est_peak_mem_train_bytes", "opt_state_bytes", "batch_bytes", "total_bytes", "budget_bytes",
+    "vary", "checkpointing", "checkpointing_chosen", "precision", "batch_size", "input_shape",
+    "voxels", "fits", "est_peak_mem_train_bytes", "opt_state_bytes", "batch_bytes",
+    "total_bytes", "headroom_bytes", "budget_bytes",
 )  # fmt: skip
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
-_OPT_STATE_FACTOR = {"adam": 2, "sgd-momentum": 1, "sgd": 0}
 _MAX_AXIS = 8192
 
 
@@ -114,6 +121,9 @@ def plan(
     vary: str | Iterable[str] = ("shape", "batch"),
     checkpointing: str | Iterable[str] = ("none", "blocks"),
     optimizer: str = "adam",
+    precision: str = "fp32",
+    device: str = "cpu",
+    memory_headroom: int | str | None = None,
 ) -> pd.DataFrame:
     """Find what fits ``budget``: one row per (vary, checkpointing) with the answer.
 
@@ -126,8 +136,15 @@ def plan(
         fixed_depth: Keep the first axis at this size (anisotropic stacks); others grow.
         vary: "shape" (largest patch at ``batch_size``) and/or "batch" (largest batch at
             ``shape``).
-        checkpointing: Policy names to plan for.
+        checkpointing: Policy names to plan for; "auto" finds the largest size that any
+            policy reaches and names the one it would train with (the fewest training FLOPs
+            among those that fit) in ``checkpointing_chosen``.
         optimizer: "adam" (2 state tensors per parameter), "sgd-momentum" (1) or "sgd" (0).
+        precision: "fp32", "bf16" or "fp16" (autocast mixed precision).
+        device: where the step will run: sets the default headroom, and "cuda" sizes mixed
+            precision by CUDA's autocast rules.
+        memory_headroom: Bytes of the budget kept free for the CUDA context and the caching
+            allocator's fragmentation; default 512 MiB on CUDA, 0 on CPU.
 
     Returns:
         A DataFrame with PLAN_COLUMNS; ``fits`` is False (and the smallest candidate shown)
@@ -150,41 +167,72 @@ def plan(
     for v in varies:
         if v not in ("shape", "batch"):
             raise UsageError(f"vary must be 'shape' and/or 'batch', got {v!r}")
-    if optimizer not in _OPT_STATE_FACTOR:
-        raise UsageError(f"optimizer must be one of {', '.join(_OPT_STATE_FACTOR)}")
+    if optimizer not in OPT_STATE_FACTOR:
+        raise UsageError(f"optimizer must be one of {', '.join(OPT_STATE_FACTOR)}")
+    check_precision(precision)
     names = (checkpointing,) if isinstance(checkpointing, str) else tuple(checkpointing)
     for name in names:
-        get_policy(name)
-    with _step.fake_mode():
-        n_params = sum(p.numel() for p in _step.build_model(cfg).parameters())
-    opt_bytes = _OPT_STATE_FACTOR[optimizer] * 4 * n_params
-    target_item = 8 if cfg.out_channels >= 2 else 4
-    target_ch = 1
+        if name != AUTO:
+            get_policy(name)
+    headroom = (
+        default_headroom_bytes(device) if memory_headroom is None else _bytes0(memory_headroom)
+    )
+    if headroom >= budget_bytes:
+        raise UsageError(
+            f"the headroom ({headroom} B) leaves nothing of the budget ({budget_bytes} B)"
+        )
+    usable = budget_bytes - headroom
 
     estimates: dict[tuple[str, int, tuple[int, ...]], int] = {}
 
-    def row(v: str, name: str, batch: int, spatial: tuple[int, ...]) -> dict[str, Any]:
+    def estimate(name: str, batch: int, spatial: tuple[int, ...]) -> int:
         key = (name, batch, spatial)
         if key not in estimates:  # the reference shape at the batch size is probed twice
-            estimates[key] = estimate_train_memory(cfg, spatial, batch, name)
-        est = estimates[key]
-        in_vox = batch * math.prod(spatial)
-        out_vox = batch * math.prod(cfg.output_shape(spatial))
-        batch_bytes = 4 * cfg.in_channels * in_vox + target_item * target_ch * out_vox
+            estimates[key] = estimate_train_memory(cfg, spatial, batch, name, precision, device)
+        return estimates[key]
+
+    def row(v: str, name: str, batch: int, spatial: tuple[int, ...]) -> dict[str, Any]:
+        full = (batch, cfg.in_channels, *spatial)
+        opt_bytes, batch_bytes = step_extra_bytes(cfg, full, optimizer)
+        candidates = policy_names() if name == AUTO else (name,)
+        # auto fits where its leanest policy fits; which one it trains with is chosen below
+        chosen = min(candidates, key=lambda n: estimate(n, batch, spatial))
+        est = estimate(chosen, batch, spatial)
         total = est + opt_bytes + batch_bytes
         return {
-            "vary": v, "checkpointing": name, "batch_size": batch,
-            "input_shape": "x".join(map(str, spatial)), "voxels": in_vox,
-            "fits": total <= budget_bytes, "est_peak_mem_train_bytes": est,
+            "vary": v, "checkpointing": name, "checkpointing_chosen": chosen,
+            "precision": precision, "batch_size": batch,
+            "input_shape": "x".join(map(str, spatial)), "voxels": batch * math.prod(spatial),
+            "fits": total <= usable, "est_peak_mem_train_bytes": est,
             "opt_state_bytes": opt_bytes, "batch_bytes": batch_bytes, "total_bytes": total,
-            "budget_bytes": budget_bytes,
+            "headroom_bytes": headroom, "budget_bytes": budget_bytes,
         }  # fmt: skip
 
     rows = []
     for v in varies:
         for name in names:
-            rows.append(_plan_one(v, name, cfg, ref, batch_size, fixed_depth, row))
+            found = _plan_one(v, name, cfg, ref, batch_size, fixed_depth, row)
+            if name == AUTO and found["fits"]:
+                _name_auto_choice(found, cfg, precision, usable, optimizer, device)
+            rows.append(found)
     return pd.DataFrame(rows, columns=list(PLAN_COLUMNS))
+
+
+def _name_auto_choice(
+    found: dict[str, Any], cfg: Any, precision: str, usable: int, optimizer: str, device: str
+) -> None:
+    """At the size ``auto`` reaches, the policy it trains with: fewest FLOPs that fit."""
+    spatial = tuple(int(s) for s in found["input_shape"].split("x"))
+    full = (found["batch_size"], cfg.in_channels, *spatial)
+    choice = choose_policy(cfg, full, precision, usable, optimizer, device=device)
+    found["checkpointing_chosen"] = choice.name
+    found["est_peak_mem_train_bytes"] = choice.est_peak_bytes[choice.name]
+    found["total_bytes"] = choice.total_bytes[choice.name]
+
+
+def _bytes0(value: int | str) -> int:
+    """A byte size that may be zero (a headroom)."""
+    return 0 if value in (0, "0") else parse_bytes(value)
 
 
 def _plan_one(

@@ -35,7 +35,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Columns that, with the UNetConfig fields, identify one measured setting.
-SETTING_COLUMNS = ("input_shape", "batch_size")
+SETTING_COLUMNS = ("input_shape", "batch_size", "precision")
 _ENV_COLUMNS = ("device", "dtype")
 
 

@@ -78,6 +78,8 @@ def as_shape(value: object, src: str) -> tuple[int, ...]:
 
 
 def as_modes(value: object, src: str) -> tuple[str, ...]:
+    if value == "auto":
+        return ("auto",)
     if (
         not isinstance(value, list)
         or not value
@@ -85,7 +87,7 @@ def as_modes(value: object, src: str) -> tuple[str, ...]:
         or len(set(value)) != len(value)
     ):
         raise ConfigError(
-            f"{src}: profile.checkpointing must be a non-empty list of distinct mode names, "
-            f"e.g. ['none', 'blocks'], got {value!r}"
+            f"{src}: profile.checkpointing must be 'auto' or a non-empty list of distinct mode "
+            f"names, e.g. ['none', 'blocks'], got {value!r}"
         )
     return tuple(value)

@@ -46,6 +46,12 @@ class Evaluator(Protocol):
     def profile(self, spec: StudySpec, config: UNetConfig) -> list[dict[str, Any]]:
         """One profiler record per checkpointing mode in ``spec.checkpointing``."""
 
+    def choose_checkpointing(
+        self, spec: StudySpec, config: UNetConfig, budget_bytes: int | None
+    ) -> tuple[str, dict[str, int]]:
+        """For ``[profile] checkpointing = "auto"``: the policy to train with and its
+        :meth:`estimate_memory` keys (see :func:`unetbench.profiler.auto.choose_policy`)."""
+
 
 class TorchEvaluator:
     """The real measurements: ``unetbench.data``, ``unetbench.train``, ``unetbench.profiler``."""
@@ -59,21 +65,33 @@ class TorchEvaluator:
     def estimate_memory(
         self, spec: StudySpec, config: UNetConfig, checkpointing: str
     ) -> dict[str, int]:
-        import torch
-
-        from unetbench.model import UNet
         from unetbench.profiler import estimate_train_memory
+        from unetbench.profiler.memory import step_extra_bytes
 
-        peak = int(estimate_train_memory(config, spec.patch_shape, spec.batch_size, checkpointing))
-        with torch.device("meta"):  # parameter count without allocating
-            n_params = sum(p.numel() for p in UNet.from_config(config).parameters())
-        voxels = spec.batch_size * math.prod(spec.patch_shape)
-        out_voxels = spec.batch_size * math.prod(config.output_shape(spec.patch_shape))
-        adam_state = 2 * 4 * n_params  # two float32 moments per parameter
-        batch = 4 * config.in_channels * voxels + 8 * out_voxels  # float32 input, int64 target
-        return {
-            "est_peak_mem_train_bytes": peak,
-            "est_total_train_bytes": peak + adam_state + batch,
+        peak = int(
+            estimate_train_memory(
+                config,
+                spec.patch_shape,
+                spec.batch_size,
+                checkpointing,
+                spec.precision,
+                spec.device,
+            )
+        )
+        full = (spec.batch_size, config.in_channels, *spec.patch_shape)
+        opt_state, batch = step_extra_bytes(config, full)
+        return {"est_peak_mem_train_bytes": peak, "est_total_train_bytes": peak + opt_state + batch}
+
+    def choose_checkpointing(
+        self, spec: StudySpec, config: UNetConfig, budget_bytes: int | None
+    ) -> tuple[str, dict[str, int]]:
+        from unetbench.profiler.auto import choose_policy
+
+        full = (spec.batch_size, config.in_channels, *spec.patch_shape)
+        choice = choose_policy(config, full, spec.precision, budget_bytes, device=spec.device)
+        return choice.name, {
+            "est_peak_mem_train_bytes": choice.est_peak_bytes[choice.name],
+            "est_total_train_bytes": choice.total_bytes[choice.name],
         }
 
     def train(
@@ -93,6 +111,7 @@ class TorchEvaluator:
             seed=spec.seed,
             device=spec.device,
             checkpointing=checkpointing,
+            precision=spec.precision,
         )
         return dict(result.to_dict())
 
@@ -105,6 +124,7 @@ class TorchEvaluator:
             spec.batch_size,
             checkpointing=spec.checkpointing,
             device=spec.device,
+            precision=spec.precision,
             **spec.profile_options,
         )
         return [{str(k): v for k, v in r.items()} for r in frame.to_dict(orient="records")]

@@ -16,6 +16,7 @@ optuna-dashboard can show them) and exported to ``trials.parquet`` by the runner
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -25,11 +26,14 @@ import optuna
 from optuna.trial import TrialState
 
 from unetbench._errors import ConfigError
+from unetbench.budget import usable_bytes
 from unetbench.oom import is_oom
 from unetbench.sweep.claims import ConfigClaims
 from unetbench.sweep.evaluator import Evaluator, finite, free_memory
 from unetbench.sweep.liveness import WORKER_ATTR, Liveness, worker_identity
 from unetbench.sweep.space import build_config, config_key, suggest
+
+AUTO = "auto"  # [profile] checkpointing = "auto"
 
 if TYPE_CHECKING:
     from unetbench.sweep.spec import StudySpec
@@ -103,8 +107,10 @@ class TrialObjective:
         return values
 
     def _run(self, trial: optuna.Trial, row: dict[str, Any]) -> None:
-        spec = self.spec
-        sampled = suggest(trial, spec)
+        sampled = suggest(trial, self.spec)
+        spec = self.spec  # with this trial's precision, when precision is searched
+        if sampled.get("precision", spec.precision) != spec.precision:
+            spec = dataclasses.replace(spec, precision=sampled["precision"])
         row.update(
             {
                 k: list(v) if isinstance(v, tuple) else v
@@ -112,7 +118,10 @@ class TrialObjective:
             }
         )
         row.update(
-            batch_size=spec.batch_size, input_shape=_fmt(spec.patch_shape), device=spec.device
+            batch_size=spec.batch_size,
+            input_shape=_fmt(spec.patch_shape),
+            device=spec.device,
+            precision=spec.precision,
         )
         try:
             config = build_config(spec, sampled)
@@ -120,32 +129,48 @@ class TrialObjective:
             config.check_input_shape(spec.patch_shape)
         except ConfigError as exc:
             return _infeasible(row, "illegal", f"illegal config: {exc}")
-        key = config_key(config)
+        key = config_key(config, spec.precision)
         trial.set_user_attr("config_key", key)
         if self._reuse(trial, key, row):
             return
         try:
-            mode = self._choose_mode(config, row)
+            mode = self._choose_mode(spec, config, row)
             if mode is None:
-                budget = spec.memory_budget_bytes
+                usable = row["memory_usable_bytes"]
                 return _infeasible(
-                    row, "oom", f"estimated {row['est_total_train_bytes']} B > budget {budget} B"
+                    row,
+                    "oom",
+                    f"estimated {row['est_total_train_bytes']} B > budget {usable} B "
+                    f"(headroom {row['memory_headroom_bytes']} B kept free)",
                 )
-            self._train_and_profile(config, mode, row)
+            self._train_and_profile(spec, config, mode, row)
         except Exception as exc:  # the trial's outcome; the worker goes on with the next
             if is_oom(exc):
                 return _infeasible(row, "oom", f"out of memory: {_one_line(exc)}")
             _LOG.warning("trial %d failed", trial.number, exc_info=True)
             return _infeasible(row, "error", f"{type(exc).__name__}: {_one_line(exc)}")
 
-    def _choose_mode(self, config: Any, row: dict[str, Any]) -> str | None:
+    def _choose_mode(self, spec: StudySpec, config: Any, row: dict[str, Any]) -> str | None:
         """The first checkpointing mode (spec order) whose estimate fits the budget, or None.
 
         The last mode, assumed the most frugal, is estimated first: if even it does not fit,
-        the trial is over after one estimate (well under a second).
+        the trial is over after one estimate (well under a second). With ``auto``, the
+        evaluator chooses among all policies (fewest training FLOPs that fit).
         """
-        spec, t0 = self.spec, time.perf_counter()
-        budget = spec.memory_budget_bytes
+        t0 = time.perf_counter()
+        budget = None
+        if spec.memory_budget_bytes is not None:
+            budget = usable_bytes(spec.memory_budget_bytes, spec.memory_headroom_bytes, spec.device)
+            row.update(
+                memory_usable_bytes=budget,
+                memory_headroom_bytes=spec.memory_budget_bytes - budget,
+            )
+        if spec.checkpointing == (AUTO,):
+            mode, est = self.evaluator.choose_checkpointing(spec, config, budget)
+            row.update(checkpointing=AUTO, checkpointing_chosen=mode, **est)
+            row["estimate_s"] = time.perf_counter() - t0
+            fits = budget is None or est["est_total_train_bytes"] <= budget
+            return mode if fits else None
         order = [spec.checkpointing[0]] if budget is None else [spec.checkpointing[-1]]
         order += [m for m in spec.checkpointing if m not in order]
         chosen = None
@@ -159,27 +184,32 @@ class TrialObjective:
                     break
                 continue
             chosen = mode
-            row.update(checkpointing=mode, **est)
+            row.update(checkpointing=mode, checkpointing_chosen=mode, **est)
             if i > 0 or budget is None:
                 break
         row["estimate_s"] = time.perf_counter() - t0
         return chosen
 
-    def _train_and_profile(self, config: Any, mode: str, row: dict[str, Any]) -> None:
+    def _train_and_profile(
+        self, spec: StudySpec, config: Any, mode: str, row: dict[str, Any]
+    ) -> None:
         if self._data is None:
             self._data = self.evaluator.load_data(self.spec)
         try:
-            self._measure(config, mode, row)
+            self._measure(spec, config, mode, row)
         finally:
             free_memory()  # the next trial starts from the same baseline
 
-    def _measure(self, config: Any, mode: str, row: dict[str, Any]) -> None:
-        result = self.evaluator.train(self.spec, config, self._data, mode)
+    def _measure(self, spec: StudySpec, config: Any, mode: str, row: dict[str, Any]) -> None:
+        result = self.evaluator.train(spec, config, self._data, mode)
         row.update(result)
         if result.get("status", "ok") != "ok":
             return _infeasible(row, str(result.get("status")), str(result.get("reason", "")))
         t = time.perf_counter()
-        records = {r["checkpointing"]: r for r in self.evaluator.profile(self.spec, config)}
+        auto = spec.checkpointing == (AUTO,)
+        if auto:  # profile the policy auto chose, under its own name
+            spec = dataclasses.replace(spec, checkpointing=(mode,))
+        records = {r["checkpointing"]: r for r in self.evaluator.profile(spec, config)}
         row["profile_s"] = time.perf_counter() - t
         for m, rec in records.items():
             for col in _PER_MODE:
@@ -188,7 +218,7 @@ class TrialObjective:
         chosen = records.get(mode, {})
         train_keys = set(result)
         row.update({k: v for k, v in chosen.items() if k not in train_keys or k == "status"})
-        row["checkpointing"] = mode
+        row.update(checkpointing=AUTO if auto else mode, checkpointing_chosen=mode)
         if chosen.get("status", "ok") != "ok":
             return _infeasible(row, str(chosen["status"]), f"profile: {chosen.get('reason', '')}")
         row.update(status="ok", reason="", feasible=True)

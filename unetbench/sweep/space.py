@@ -49,18 +49,28 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
 
 
 def build_config(spec: StudySpec, values: dict[str, Any]) -> UNetConfig:
-    """Fixed fields plus sampled values; raises ConfigError for illegal combinations."""
-    from unetbench.config import UNetConfig
+    """Fixed fields plus sampled values; raises ConfigError for illegal combinations.
 
-    kwargs = {**spec.fixed, **values}
+    Sampled training fields (``precision``) are not part of the config.
+    """
+    from unetbench.config import UNetConfig
+    from unetbench.sweep.spec import TRAINING_FIELDS
+
+    kwargs = {k: v for k, v in {**spec.fixed, **values}.items() if k not in TRAINING_FIELDS}
     if "planar_blocks" in kwargs:
         kwargs["planar_blocks"] = tuple(kwargs["planar_blocks"])
     return UNetConfig(**kwargs)
 
 
-def config_key(config: UNetConfig) -> str:
-    """Canonical text of a config; equal keys mean the same architecture."""
-    return json.dumps(config.to_dict(), sort_keys=True)
+def config_key(config: UNetConfig, precision: str = "fp32") -> str:
+    """Canonical text of a config trained at ``precision``; equal keys mean the same result.
+
+    fp32 keys are the config alone, as before precision was a dimension.
+    """
+    d = config.to_dict()
+    if precision != "fp32":
+        d["precision"] = precision
+    return json.dumps(d, sort_keys=True)
 
 
 def validate_space(spec: StudySpec) -> None:
@@ -114,20 +124,23 @@ def validate_space(spec: StudySpec) -> None:
 
 
 def _combinations(spec: StudySpec) -> Iterator[dict[str, Any]]:
-    fields = list(spec.search)
+    from unetbench.sweep.spec import TRAINING_FIELDS
+
+    search = {f: c for f, c in spec.search.items() if f not in TRAINING_FIELDS}
+    fields = list(search)
     total = 1
-    for choices in spec.search.values():
+    for choices in search.values():
         total *= len(choices)
     if not fields:
         yield {}
         return
     groups = [fields]
     if total > _MAX_COMBINATIONS:
-        shape = [f for f in _SHAPE_FIELDS if f in spec.search]
+        shape = [f for f in _SHAPE_FIELDS if f in search]
         groups = [[f, *(s for s in shape if s != f)] for f in fields]
     for group in groups:
-        base = {f: spec.search[f][0] for f in fields if f not in group}
-        for combo in itertools.product(*(spec.search[f] for f in group)):
+        base = {f: search[f][0] for f in fields if f not in group}
+        for combo in itertools.product(*(search[f] for f in group)):
             yield {**base, **dict(zip(group, combo, strict=True))}
 
 

@@ -76,13 +76,17 @@ SEARCHABLE = (
     "activation",
     "full_norm",
     "conv_mode",
+    "precision",  # not a UNetConfig field: the training precision (fp32, bf16, fp16)
 )
+#: Searchable fields that describe how a config is trained, not the config itself.
+TRAINING_FIELDS = ("precision",)
 _TOP_KEYS = {
     "name",
     "description",
     "n_trials",
     "seed",
     "memory_budget",
+    "memory_headroom",
     "search",
     "fixed",
     "data",
@@ -92,7 +96,8 @@ _TOP_KEYS = {
     "sampler",
 }
 _TRAIN_KEYS = {
-    "patch_shape", "batch_size", "steps", "seconds", "lr", "dice_loss", "device", "threads"
+    "patch_shape", "batch_size", "steps", "seconds", "lr", "dice_loss", "device", "threads",
+    "precision",
 }  # fmt: skip
 _PROFILE_KEYS = {"checkpointing", "options"}
 # Keyword options of unetbench.profiler.profile a study may set (timing effort, what to measure).
@@ -118,7 +123,9 @@ class StudySpec:
     device: str = "cpu"
     threads: int | None = None  # torch CPU threads per worker; None: cores // workers
     memory_budget_bytes: int | None = None
-    checkpointing: tuple[str, ...] = ("none", "blocks")
+    memory_headroom_bytes: int | None = None  # None: 512 MiB on CUDA, 0 on the CPU
+    precision: str = "fp32"  # training precision unless searched
+    checkpointing: tuple[str, ...] = ("none", "blocks")  # or ("auto",)
     profile_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     sampler: str = "nsga2"
     sampler_options: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -143,6 +150,10 @@ class StudySpec:
         d = dataclasses.asdict(self)
         for key in ("n_trials", "description", "source"):
             d.pop(key)
+        # Fields added later count only when set, so studies run before them still resume.
+        for key, default in (("precision", "fp32"), ("memory_headroom_bytes", None)):
+            if d[key] == default:
+                d.pop(key)
         blob = json.dumps(d, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -208,6 +219,8 @@ def _parse(raw: Mapping[str, Any], src: str) -> StudySpec:
         memory_budget_bytes=None
         if budget is None
         else parse_bytes(budget, f"{src}: memory_budget"),
+        memory_headroom_bytes=_headroom(raw, src),
+        precision=_precision(train.get("precision", "fp32"), f"{src}: train.precision"),
         checkpointing=as_modes(profile.get("checkpointing", ["none", "blocks"]), src),
         profile_options=dict(profile.get("options", {})),
         objectives=_objectives(as_table(raw, "objectives", src), src),
@@ -215,6 +228,23 @@ def _parse(raw: Mapping[str, Any], src: str) -> StudySpec:
         sampler_options=sampler,
         source=src,
     )
+
+
+def _headroom(raw: Mapping[str, Any], src: str) -> int | None:
+    value = raw.get("memory_headroom")
+    if value is None:
+        return None
+    if value in (0, "0"):
+        return 0
+    return parse_bytes(value, f"{src}: memory_headroom")
+
+
+def _precision(value: object, where: str) -> str:
+    from unetbench.precision import PRECISIONS
+
+    if value not in PRECISIONS:
+        raise ConfigError(f"{where} must be one of {list(PRECISIONS)}, got {value!r}")
+    return str(value)
 
 
 def _threads(train: Mapping[str, Any], src: str) -> int | None:
@@ -232,9 +262,17 @@ def _validate_parts(spec: StudySpec) -> None:
     except ConfigError as exc:
         raise ConfigError(f"{src}: {exc}") from None
     known = policy_names()
+    if "auto" in spec.checkpointing and spec.checkpointing != ("auto",):
+        raise ConfigError(
+            f"{src}: profile.checkpointing = 'auto' chooses among all policies; give it alone"
+        )
     for mode in spec.checkpointing:
-        if mode not in known:
-            raise ConfigError(f"{src}: profile.checkpointing mode {mode!r} unknown; modes: {known}")
+        if mode not in (*known, "auto"):
+            raise ConfigError(
+                f"{src}: profile.checkpointing mode {mode!r} unknown; modes: {known} or 'auto'"
+            )
+    for value in spec.search.get("precision", ()):
+        _precision(value, f"{src}: search.precision choice")
     bad = sorted(set(spec.profile_options) - _PROFILE_OPTIONS)
     if bad:
         raise ConfigError(
