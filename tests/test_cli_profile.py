@@ -61,6 +61,29 @@ def test_plan_exit_1_when_nothing_fits(capsys: pytest.CaptureFixture[str]) -> No
     assert "False" in capsys.readouterr().out
 
 
+def test_profile_precisions_and_auto(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "r.csv"
+    argv = ["profile", *TINY, *FAST, "--precision", "fp32,bf16", "--checkpointing", "none,auto"]
+    assert main([*argv, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "fp32" in text and "bf16" in text and "checkpointing_chosen" in text
+    frame = pd.read_csv(out)
+    assert list(frame["precision"]) == ["fp32", "fp32", "bf16", "bf16"]
+    assert list(frame["checkpointing"]) == ["none", "auto"] * 2
+    chosen = frame[frame["checkpointing"] == "auto"]["checkpointing_chosen"]
+    assert all(name in text for name in chosen)
+
+
+def test_plan_bf16_fits_a_larger_patch(capsys: pytest.CaptureFixture[str]) -> None:
+    sizes = {}
+    for precision in ("fp32", "bf16"):
+        argv = ["plan", "--set", "n_blocks=2", "--set", "start_filts=8", "--budget", "256MiB"]
+        assert main([*argv, "--vary", "shape", "--precision", precision]) == 0
+        line = [r for r in capsys.readouterr().out.splitlines() if r.startswith("shape")][-1]
+        sizes[precision] = int(line.split()[line.split().index(precision) + 2].split("x")[0])
+    assert sizes["bf16"] > sizes["fp32"]
+
+
 BAD = [
     (["profile", "--set", "n_blocks"], r"--set expects KEY=VALUE, got 'n_blocks'"),
     (["profile", "--set", "depth=3"], r"unknown UNetConfig field.*'depth'"),
@@ -76,6 +99,10 @@ BAD = [
     (["profile", "--config", "/nonexistent/cfg.json"], r"cannot read --config"),
     (["plan", "--budget", "11 parsecs"], r"cannot read memory size '11 parsecs'"),
     (["plan", "--budget", "1GiB", "--vary", "depth"], r"vary must be"),
+    (["profile", "--precision", "fp32,fp8"], r"unknown precision 'fp8'; choose from fp32"),
+    (["profile", "--budget", "lots"], r"cannot read memory size 'lots'"),
+    (["plan", "--budget", "1GiB", "--precision", "half"], r"unknown precision 'half'"),
+    (["plan", "--budget", "256MiB", "--headroom", "1GiB"], r"headroom"),
 ]
 
 

@@ -353,3 +353,54 @@ def test_a_live_worker_whose_trial_was_failed_meanwhile_goes_on(tmp_path: Path) 
     assert trials[evaluator.failed_from_outside[0]].state == TrialState.FAIL
     assert [t.state for t in trials].count(TrialState.COMPLETE) == 3
     assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["fake"]
+
+
+class PrecisionEvaluator(FakeEvaluator):
+    """Records the precision each training ran at; chooses 'blocks' for auto."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.precisions: list[tuple[int, str]] = []
+        self.auto_budgets: list[int | None] = []
+
+    def train(self, spec: StudySpec, config: Any, data: Any, checkpointing: str) -> dict[str, Any]:
+        self.precisions.append((config.start_filts, spec.precision))
+        return super().train(spec, config, data, checkpointing)
+
+    def choose_checkpointing(
+        self, spec: StudySpec, config: Any, budget_bytes: int | None
+    ) -> tuple[str, dict[str, int]]:
+        self.auto_budgets.append(budget_bytes)
+        return "blocks", self.estimate_memory(spec, config, "blocks")
+
+
+def test_precision_is_searched_and_trained_at(tmp_path: Path) -> None:
+    raw = tomllib.loads(FAKE_SPEC)
+    raw.update(n_trials=4, search={"start_filts": [4, 8], "precision": ["fp32", "bf16"]})
+    raw["profile"] = {"checkpointing": "auto"}
+    raw["memory_headroom"] = "1MB"
+    spec = StudySpec.from_dict(raw, "<fake>")
+    evaluator = PrecisionEvaluator()
+    (tmp_path / "fake").mkdir()
+    study = optuna.create_study(
+        study_name="fake", storage=f"sqlite:///{tmp_path / 'fake' / 'study.db'}",
+        directions=spec.directions,
+    )  # fmt: skip
+    for filts in (4, 8):
+        for precision in ("fp32", "bf16"):
+            study.enqueue_trial({"start_filts": filts, "precision": precision})
+    run_sweep(spec, results_dir=tmp_path, evaluator=evaluator, show_progress=False)
+    trials = load(tmp_path).get_trials()
+    got = sorted((t.user_attrs["start_filts"], t.user_attrs["precision"]) for t in trials)
+    assert got == [(4, "bf16"), (4, "fp32"), (8, "bf16"), (8, "fp32")]
+    assert "reused_from" not in str([t.user_attrs for t in trials])  # 4 distinct results
+    assert sorted(evaluator.precisions) == got  # trained at the trial's precision
+    assert evaluator.auto_budgets == [50_000_000 - 1_000_000] * 4  # budget less headroom
+    for t in trials:
+        assert (t.user_attrs["checkpointing"], t.user_attrs["checkpointing_chosen"]) == (
+            "auto",
+            "blocks",
+        )
+        assert t.user_attrs["memory_headroom_bytes"] == 1_000_000
+    frame = pd.read_parquet(tmp_path / "fake" / "trials.parquet")
+    assert set(frame["precision"]) == {"fp32", "bf16"}

@@ -174,3 +174,43 @@ def test_cuda_study_without_cuda_is_refused_before_any_trial(tmp_path: Path) -> 
     with pytest.raises(UsageError, match="CUDA is not available"):
         run_sweep(STUDIES / "gpu.toml", results_dir=tmp_path, show_progress=False)
     assert not (tmp_path / "gpu").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"train": {"precision": "fp8"}}, r"train.precision must be one of \['fp32', 'bf16'"),
+        ({"search": {"precision": ["fp32", "int8"]}}, r"search.precision choice must be one of"),
+        ({"profile": {"checkpointing": ["auto", "none"]}}, r"'auto' chooses among all"),
+        ({"memory_headroom": "lots"}, r"memory_headroom must be a positive size"),
+    ],
+)
+def test_precision_auto_and_headroom_mistakes(change: dict[str, Any], match: str) -> None:
+    raw = _smoke_raw()
+    for key, value in change.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    with pytest.raises(ConfigError, match=match):
+        StudySpec.from_dict(raw, "<test>")
+
+
+def test_precision_auto_and_headroom_are_read() -> None:
+    raw = _smoke_raw()
+    raw["train"] = {**raw["train"], "precision": "bf16"}
+    raw["search"] = {**raw["search"], "precision": ["fp32", "bf16"]}
+    raw["profile"] = {**raw["profile"], "checkpointing": "auto"}
+    raw["memory_headroom"] = 0
+    spec = StudySpec.from_dict(raw, "<test>")
+    assert (spec.precision, spec.checkpointing, spec.memory_headroom_bytes) == (
+        "bf16",
+        ("auto",),
+        0,
+    )
+    plain = StudySpec.from_dict(_smoke_raw(), "<test>")
+    assert plain.precision == "fp32" and plain.memory_headroom_bytes is None
+
+
+def _smoke_raw() -> dict[str, Any]:
+    return copy.deepcopy(GOOD)
