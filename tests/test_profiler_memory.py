@@ -29,8 +29,9 @@ CASES: list[tuple[dict[str, Any], tuple[int, ...], int]] = [
 ]
 POLICIES = ("none", "blocks", "top_units", "lean", "cheap")
 # Known gap (README, "On a GPU"): for add-merge with instance norm, the real step under
-# `cheap` holds more than the fake one (7.8% here); on CUDA `lean` and `cheap` show it on more
-# configs. Asserted as it is, so that a fix shows up here.
+# `cheap` allocates one more gradient buffer in an in-place ReLU's backward than the fake step
+# (7.8% here); on CUDA `lean` and `cheap` show it on more configs. Asserted as it is, so that
+# a fix shows up here.
 KNOWN_UNDERESTIMATES = {("cheap", "add", "instance")}
 
 
