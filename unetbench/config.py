@@ -9,13 +9,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from unetbench import shapes
 from unetbench._errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = [
     "ACTIVATIONS",
@@ -116,7 +118,7 @@ class UNetConfig:
                 "(the option was replaced by `normalization`, e.g. normalization='batch')"
             )
         _check_bool("attention", self.attention)
-        if not isinstance(self.activation, nn.Module):
+        if not _is_module(self.activation):
             _check_choice("activation", self.activation, ACTIVATIONS)
         self._validate_normalization()
         _check_bool("full_norm", self.full_norm)
@@ -168,7 +170,7 @@ class UNetConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-able dict of the fields (planar_blocks as a list)."""
-        if isinstance(self.activation, nn.Module):
+        if _is_module(self.activation):
             raise ConfigError(
                 f"UNetConfig.activation={self.activation!r} is an nn.Module instance and cannot be "
                 f"serialised; allowed for serialisation: one of {', '.join(ACTIVATIONS)}"
@@ -218,3 +220,10 @@ class UNetConfig:
         output of a larger input, so tiled inference gives seamless results.
         """
         return shapes.legal_sizes(self, axis_range, axis)
+
+
+def _is_module(value: object) -> bool:
+    """Whether ``value`` is a torch module, without importing torch (a module instance can only
+    exist once torch is imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.nn.Module)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from unetbench.profiler import _cli
+from unetbench.cli import _common as _cli
 
 _SHOWN = (
     "vary", "checkpointing", "checkpointing_chosen", "precision", "batch_size", "input_shape",

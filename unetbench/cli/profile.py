@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from unetbench.profiler import _cli
+from unetbench.cli import _common as _cli
 
 _SHOWN = (
     "checkpointing", "checkpointing_chosen", "precision", "status", "params", "fwd_macs",

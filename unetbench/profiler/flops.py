@@ -14,6 +14,7 @@ The two tools count differently, and the column names say which is which:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -38,7 +39,11 @@ def count_fwd_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, str]:
     training-mode forward (fvcore counts a training batch norm as more work than an inference
     one); the model's buffers (batch-norm running statistics) are restored afterwards.
     """
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():
+        # fvcore's import decorates helpers with torch.jit.script, which new torch releases
+        # deprecate with one warning each; they are not the user's to act on.
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
+        from fvcore.nn import FlopCountAnalysis
 
     saved = {name: buf.clone() for name, buf in model.named_buffers()}
     was_training = model.training

@@ -11,11 +11,12 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from unetbench._errors import ConfigError, UsageError
+
+if TYPE_CHECKING:  # pandas is imported when a table is written, not when the parser is built
+    import pandas as pd
 
 __all__ = [
     "add_config_arguments",
@@ -180,4 +181,6 @@ def readable(frame: pd.DataFrame, columns: tuple[str, ...]) -> str:
             table[header] = [_fmt(v, scale, digits) for v in frame[col]]
         else:
             table[col] = [str(v) for v in frame[col]]
+    import pandas as pd
+
     return pd.DataFrame(table).to_string(index=False)

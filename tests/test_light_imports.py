@@ -1,0 +1,50 @@
+"""Light things stay light: building the command line and reading configs, reports and
+comparisons import no torch (a bare `import torch` costs seconds)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "from unetbench.cli.main import build_parser; build_parser()",
+        "import unetbench.config; unetbench.config.UNetConfig(n_blocks=2).to_json()",
+        "import unetbench.report, unetbench.gate.compare",
+    ],
+)
+def test_no_torch(code: str) -> None:
+    probe = f"import sys; {code}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_help_runs_without_torch() -> None:
+    probe = (
+        "import sys\n"
+        "from unetbench.cli.main import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    code = e.code\n"
+        "print(code, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "0 False"
+
+
+def test_counting_macs_shows_users_no_fvcore_warnings() -> None:
+    probe = (
+        "import warnings, torch\n"
+        "warnings.simplefilter('always')\n"
+        "from unetbench import UNet, UNetConfig\n"
+        "from unetbench.profiler.flops import count_fwd_macs\n"
+        "with warnings.catch_warnings(record=True) as seen:\n"
+        "    warnings.simplefilter('always')\n"
+        "    count_fwd_macs(UNet.from_config(UNetConfig(n_blocks=2, start_filts=4)),\n"
+        "                   torch.randn(1, 1, 8, 8, 8))\n"
+        "print([str(w.message)[:60] for w in seen if 'jit' in str(w.message)])"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
