@@ -154,3 +154,21 @@ def test_reason_of_a_trial_optuna_failed_as_stale_reaches_trials_parquet(tmp_pat
     assert row["trial_state"] == "FAIL" and row["status"] == "error"
     assert row["reason"] == "worker 4242 on host gpu-07 stopped sending heartbeats (none for 1 s)"
     assert (row["worker_host"], row["worker_pid"]) == ("gpu-07", 4242)
+
+
+@pytest.mark.parametrize(
+    ("url", "beat", "grace", "match"),
+    [
+        (None, 5, None, "apply to server databases and grpc:// only"),
+        ("{tmp}/x.journal", None, 30, "local journal storage"),
+        ("postgresql+psycopg2://u:p@127.0.0.1:1/db", 10, 5, "must be longer than"),
+        ("postgresql+psycopg2://u:p@127.0.0.1:1/db", 0, 5, "whole number of seconds >= 1"),
+    ],
+)
+def test_heartbeat_settings_are_checked_before_anything_is_created(
+    tmp_path: Path, url: str | None, beat: int | None, grace: int | None, match: str
+) -> None:
+    study_dir = tmp_path / "study"
+    with pytest.raises(UsageError, match=match):
+        open_storage(None if url is None else url.format(tmp=study_dir), study_dir, beat, grace)
+    assert not study_dir.exists()

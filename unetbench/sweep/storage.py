@@ -55,6 +55,10 @@ _DRIVER_HINT = {
     "pymysql": "pip install pymysql",
     "grpc": "pip install 'unetbench[grpc]' (grpcio, protobuf)",
 }
+_LOCAL_HEARTBEAT = (
+    "--heartbeat-interval and --grace-period apply to server databases and grpc:// only; "
+    "{storage} is a local {kind} storage, whose dead workers are recognised by their process IDs"
+)
 # How long a new worker waits for `unetbench storage-server` to answer.
 GRPC_CONNECT_TIMEOUT_S = 30.0
 # Any 64-bit number, the same in every worker: PostgreSQL advisory lock around schema creation.
@@ -118,14 +122,13 @@ def open_storage(
         UsageError: a storage string or heartbeat setting that cannot work, or a database
             that cannot be reached; the message is one line.
     """
+    heartbeat_given = heartbeat_interval is not None or grace_period is not None
+    if url is None and heartbeat_given:  # refused before the default database is created
+        raise UsageError(_LOCAL_HEARTBEAT.format(storage="the default SQLite file", kind="sqlite"))
     url = _normalise(url, study_dir)
     kind = _kind(url)
-    if kind in ("sqlite", "journal") and (heartbeat_interval or grace_period):
-        raise UsageError(
-            "--heartbeat-interval and --grace-period apply to server databases and grpc:// "
-            f"only; {redact(url)} is a local {kind} storage, whose dead workers are recognised "
-            "by their process IDs"
-        )
+    if kind in ("sqlite", "journal") and heartbeat_given:
+        raise UsageError(_LOCAL_HEARTBEAT.format(storage=redact(url), kind=kind))
     if kind in ("server", "grpc"):
         heartbeat_interval = (
             HEARTBEAT_INTERVAL_S if heartbeat_interval is None else heartbeat_interval
