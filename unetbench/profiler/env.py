@@ -15,16 +15,31 @@ from typing import Any
 
 import torch
 
-__all__ = ["backend_flags", "device_name", "environment", "git_commit"]
+__all__ = ["backend_flags", "commit_of_checkout", "device_name", "environment", "git_commit"]
 
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """Return the commit of the unetbench checkout, or "" when it is not a git checkout."""
-    root = Path(__file__).resolve().parents[2]
+    """The commit of the unetbench checkout this code runs from, "" when it is not one.
+
+    Only a source checkout of unetbench itself counts: an installed package inside a user's
+    repository (a virtual environment in their project) must not report *their* commit.
+    """
+    return commit_of_checkout(Path(__file__).resolve().parents[2])
+
+
+def commit_of_checkout(root: Path) -> str:
+    """HEAD of the git repository whose top level is ``root`` and whose pyproject.toml names
+    the unetbench project; "" otherwise."""
+    try:
+        project = (root / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    if not any(line.strip() == 'name = "unetbench"' for line in project.splitlines()):
+        return ""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
+            ["git", "rev-parse", "--show-toplevel", "HEAD"],
             cwd=root,
             capture_output=True,
             text=True,
@@ -33,7 +48,10 @@ def git_commit() -> str:
         )
     except (OSError, subprocess.SubprocessError):
         return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != root.resolve():
+        return ""
+    return lines[1]
 
 
 def device_name(device: torch.device) -> str:
