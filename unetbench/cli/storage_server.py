@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         import grpc  # noqa: F401
     except ImportError:
-        raise UsageError("storage-server needs grpcio: pip install 'unetbench[grpc]'") from None
+        raise UsageError("storage-server needs grpcio: pip install grpcio protobuf") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _LOG.info("serving %s on grpc://%s:%d (Ctrl-C stops)", redact(store.url), args.host, args.port)
     optuna.storages.run_grpc_proxy_server(

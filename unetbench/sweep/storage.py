@@ -50,10 +50,10 @@ _ALLOWED = (
     "mysql+pymysql://..., grpc://HOST:PORT or a journal file (PATH.journal, journal:PATH)"
 )
 _DRIVER_HINT = {
-    "psycopg2": "pip install 'unetbench[postgres]' (psycopg2-binary)",
+    "psycopg2": "pip install psycopg2-binary (the extra unetbench[postgres])",
     "psycopg": "pip install 'psycopg[binary]'",
     "pymysql": "pip install pymysql",
-    "grpc": "pip install 'unetbench[grpc]' (grpcio, protobuf)",
+    "grpc": "pip install grpcio protobuf (the extra unetbench[grpc])",
 }
 _LOCAL_HEARTBEAT = (
     "--heartbeat-interval and --grace-period apply to server databases and grpc:// only; "
