@@ -16,8 +16,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pandas as pd
@@ -127,6 +128,33 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def sweep_argv(spec: Path, storage: str, results: Path, *extra: str) -> list[str]:
+    """`unetbench sweep` on ``storage`` writing to ``results``, without a progress bar."""
+    return [*CLI, "sweep", str(spec), "--storage", storage, "--no-progress",
+            "--results-dir", str(results), *extra]  # fmt: skip
+
+
+def trial_in_training(
+    url: str, victim: subprocess.Popen[bytes], log: Path, owned: Callable[[dict[str, Any]], bool]
+) -> int:
+    """Number of a trial the victim's worker (``owned`` by its identity) has been training
+    for a second; waits up to 180 s."""
+    deadline = time.monotonic() + 180
+    while True:
+        assert time.monotonic() < deadline, tail(log)
+        assert victim.poll() is None, tail(log)
+        for t in load(url).get_trials() if _exists(url) else []:
+            started = t.datetime_start.timestamp() if t.datetime_start else time.time()
+            if (
+                t.state == TrialState.RUNNING
+                and owned(t.user_attrs.get("worker", {}))
+                and "config_key" in t.user_attrs
+                and time.time() - started > 1.0
+            ):
+                return t.number
+        time.sleep(0.2)
+
+
 def trained_keys(trials: list[optuna.trial.FrozenTrial]) -> list[str]:
     """config_key of every COMPLETE trial that trained (not a reused result)."""
     return [
@@ -146,39 +174,16 @@ def test_three_machines_one_dies_mid_trial(tmp_path: Path, pg_url: str) -> None:
     procs = {
         h: on_machine(
             h,
-            [
-                *CLI,
-                "sweep",
-                str(spec),
-                "--storage",
-                pg_url,
-                "--no-progress",
-                "--results-dir",
-                str(tmp_path / h),
-                *FAST_HEARTBEAT,
-            ],
+            sweep_argv(spec, pg_url, tmp_path / h, *FAST_HEARTBEAT),
             tmp_path / f"{h}.log",
         )
         for h in hosts
     }
     victim = procs["machine-b"]
     # Wait until machine-b has been training one of its trials for a moment, then kill it.
-    deadline = time.monotonic() + 180
-    killed_trial = None
-    while killed_trial is None:
-        assert time.monotonic() < deadline, tail(tmp_path / "machine-b.log")
-        assert victim.poll() is None, "machine-b ended before it ran a trial"
-        for t in load(pg_url).get_trials() if _exists(pg_url) else []:
-            worker = t.user_attrs.get("worker", {})
-            started = t.datetime_start.timestamp() if t.datetime_start else time.time()
-            if (
-                t.state == TrialState.RUNNING
-                and worker.get("host") == "machine-b"
-                and "config_key" in t.user_attrs
-                and time.time() - started > 1.0
-            ):
-                killed_trial = t.number
-        time.sleep(0.2)
+    killed_trial = trial_in_training(
+        pg_url, victim, tmp_path / "machine-b.log", lambda w: w.get("host") == "machine-b"
+    )
     with_group(victim, signal.SIGKILL)
     killed_at = time.monotonic()
     victim.wait(timeout=30)
@@ -235,16 +240,7 @@ def test_five_workers_started_at_once_on_an_empty_database(tmp_path: Path, pg_ur
     spec = write_study(tmp_path, n, steps=2)
     procs = {
         f"w{i}": subprocess.Popen(
-            [
-                *CLI,
-                "sweep",
-                str(spec),
-                "--storage",
-                pg_url,
-                "--no-progress",
-                "--results-dir",
-                str(tmp_path / f"w{i}"),
-            ],
+            sweep_argv(spec, pg_url, tmp_path / f"w{i}"),
             stdout=(tmp_path / f"w{i}.log").open("wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -352,37 +348,15 @@ def test_hundreds_of_workers_path_three_workers_through_the_grpc_proxy(
         procs = {
             f"w{i}": on_machine(
                 f"w{i}",
-                [
-                    *CLI,
-                    "sweep",
-                    str(spec),
-                    "--storage",
-                    grpc_url,
-                    "--no-progress",
-                    "--results-dir",
-                    str(tmp_path / f"w{i}"),
-                    *FAST_HEARTBEAT,
-                ],
+                sweep_argv(spec, grpc_url, tmp_path / f"w{i}", *FAST_HEARTBEAT),
                 tmp_path / f"w{i}.log",
             )
             for i in range(3)
         }
         victim = procs.pop("w2")
-        deadline = time.monotonic() + 180
-        killed_trial = None
-        while killed_trial is None:
-            assert time.monotonic() < deadline, tail(tmp_path / "w2.log")
-            assert victim.poll() is None, tail(tmp_path / "w2.log")
-            for t in load(pg_url).get_trials() if _exists(pg_url) else []:
-                started = t.datetime_start.timestamp() if t.datetime_start else time.time()
-                if (
-                    t.state == TrialState.RUNNING
-                    and t.user_attrs.get("worker", {}).get("pid") == victim.pid
-                    and "config_key" in t.user_attrs
-                    and time.time() - started > 1.0
-                ):
-                    killed_trial = t.number
-            time.sleep(0.2)
+        killed_trial = trial_in_training(
+            pg_url, victim, tmp_path / "w2.log", lambda w: w.get("pid") == victim.pid
+        )
         with_group(victim, signal.SIGKILL)
         victim.wait(timeout=30)
         wait_all(procs, tmp_path, timeout=180)
