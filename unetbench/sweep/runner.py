@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from unetbench._errors import ConfigError, UsageError
 from unetbench.sweep.claims import ConfigClaims
+from unetbench.sweep.describe import record_description
 from unetbench.sweep.evaluator import Evaluator, TorchEvaluator
 from unetbench.sweep.export import export_trials
 from unetbench.sweep.liveness import Liveness
@@ -96,6 +97,7 @@ def run_sweep(
     study_dir = Path(results_dir) / spec.name
     store = open_storage(storage, study_dir, heartbeat_interval, grace_period)
     study = _create_or_check(spec, store)
+    record_description(study, spec, study_dir)
     Liveness(store).fail_dead(study)
     trials_path = study_dir / "trials.parquet"
     bar = _Progress(spec, n, show_progress)
