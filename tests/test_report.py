@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +11,16 @@ import pytest
 
 from unetbench import ConfigError, UNetConfig, UsageError
 from unetbench.report import (
+    TABLES,
     Objective,
     build_report,
     checkpointing_savings,
-    factor_effects,
     failures,
     load_study_info,
     pareto_front,
     pareto_mask,
-    parse_bytes,
-    parse_objectives,
 )
+from unetbench.studyinfo import StudyInfo, write_study_json
 
 MIB = 2**20
 DICE_MEM = (Objective("val_dice", "maximize"), Objective("peak_mem_train_bytes", "minimize"))
@@ -134,20 +132,6 @@ def test_pareto_keeps_ties_and_needs_known_columns() -> None:
         pareto_mask(df, [])
 
 
-def test_factor_effects_mean_and_std_per_choice() -> None:
-    df = make_trials()
-    effects = factor_effects(df, DICE_MEM)
-    assert set(effects["field"]) == {"n_blocks", "start_filts", "attention", "checkpointing"}
-    done = df[(df.status == "ok") & (df.trial_state == "COMPLETE")]
-    row = effects[(effects.field == "start_filts") & (effects.value == "16")].iloc[0]
-    chosen = done[done.start_filts == 16]
-    assert row["n"] == len(chosen)
-    assert row["val_dice_mean"] == pytest.approx(chosen.val_dice.mean())
-    assert row["peak_mem_train_bytes_std"] == pytest.approx(chosen.peak_mem_train_bytes.std())
-    only = factor_effects(df, DICE_MEM, fields=["attention"])
-    assert only["value"].tolist() == ["False", "True"]
-
-
 def test_checkpointing_savings_per_config() -> None:
     df = make_trials()
     table = checkpointing_savings(df)
@@ -184,95 +168,57 @@ def test_failures_grouped_by_kind_and_reason() -> None:
     assert table["count"].sum() == n_over + 3
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("8GiB", 8 * 2**30),
-        ("512 MiB", 512 * MIB),
-        ("2GB", 2e9),
-        (1024, 1024),
-        ("1.5gib", 1.5 * 2**30),
-    ],
-)
-def test_parse_bytes(text: object, expected: float) -> None:
-    assert parse_bytes(text) == expected
-
-
-@pytest.mark.parametrize("bad", ["8 parsecs", "", "GiB", True])
-def test_parse_bytes_rejects(bad: object) -> None:
-    with pytest.raises(UsageError, match="memory budget"):
-        parse_bytes(bad)
-
-
-@pytest.mark.parametrize(
-    "spec",
-    [
-        {"val_dice": "maximize", "peak_mem_train_bytes": "minimize"},
-        ["val_dice", "peak_mem_train_bytes"],
-        ["val_dice:max", "peak_mem_train_bytes:min"],
-        [["val_dice", "maximize"], ["peak_mem_train_bytes", "minimize"]],
-        [{"name": "val_dice", "direction": "maximize"}, {"column": "peak_mem_train_bytes"}],
-    ],
-)
-def test_parse_objectives_spellings(spec: object) -> None:
-    assert parse_objectives(spec) == DICE_MEM
-
-
-def test_parse_objectives_rejects_bad_direction() -> None:
-    with pytest.raises(ConfigError, match="'sideways'"):
-        parse_objectives({"val_dice": "sideways"})
-
-
-def test_study_info_from_spec_toml(tmp_path: Path) -> None:
-    (tmp_path / "studies").mkdir()
-    (tmp_path / "studies" / "quick.toml").write_text(
-        'name = "quick"\nmemory_budget = "150MiB"\n[search]\nn_blocks = [2, 3]\n'
-        'start_filts = [8, 16]\n[objectives]\nval_dice = "maximize"\ntrain_step_s = "minimize"\n'
-    )
-    results = tmp_path / "results" / "quick"
-    results.mkdir(parents=True)
-    info = load_study_info(results)
-    assert info.objectives == (
-        Objective("val_dice", "maximize"),
-        Objective("train_step_s", "minimize"),
-    )
-    assert info.memory_budget_bytes == 150 * MIB
-    assert info.searched_fields == ("n_blocks", "start_filts")
-    explicit = load_study_info(results, objectives=["val_iou"], memory_budget="1GiB")
-    assert explicit.objectives == (Objective("val_iou", "maximize"),)
-    assert explicit.memory_budget_bytes == 2**30
-
-
-def test_study_info_from_study_json(tmp_path: Path) -> None:
-    (tmp_path / "study.json").write_text(
-        json.dumps(
-            {
-                "name": "s1",
-                "objectives": [["val_dice", "maximize"], ["params", "minimize"]],
-                "memory_budget_bytes": 123,
-            }
-        )
-    )
-    info = load_study_info(tmp_path)
-    assert info.name == "s1" and info.memory_budget_bytes == 123
-    assert info.objectives[1] == Objective("params", "minimize")
+def write_study(results: Path, trials: pd.DataFrame, **info: object) -> Path:
+    """A results directory as the sweep leaves it: trials.parquet and study.json."""
+    results.mkdir(parents=True, exist_ok=True)
+    trials.to_parquet(results / "trials.parquet")
+    described = StudyInfo(
+        name=results.name,
+        objectives=DICE_MEM,
+        memory_budget_bytes=150 * MIB,
+        search={"n_blocks": [2, 3, 4], "start_filts": [8, 16, 32], "attention": [False, True]},
+    ).replace(**info)
+    write_study_json(described, results)
+    return results
 
 
 def test_build_report_writes_every_table(tmp_path: Path) -> None:
-    df = make_trials()
-    results = tmp_path / "demo"
-    results.mkdir()
-    df.to_parquet(results / "trials.parquet")
-    tables = build_report(results, objectives=DICE_MEM, memory_budget="150MiB", plots=False)
-    assert set(tables) == {"trials", "pareto", "factor_effects", "checkpointing", "failures"}
+    results = write_study(tmp_path / "demo", sweep_shaped(make_trials()))
+    tables = build_report(results, plots=False)
+    assert set(tables) == set(TABLES)
     for name, table in tables.items():
         back = pd.read_parquet(results / "report" / f"{name}.parquet")
         assert len(back) == len(table)
         assert len(pd.read_csv(results / "report" / f"{name}.csv")) == len(table)
     assert tables["trials"]["on_pareto_front"].sum() == len(tables["pareto"])
+    assert set(tables["factor_effects"]["field"]) == {"n_blocks", "start_filts", "attention"}
     text = (results / "report" / "report.md").read_text()
-    assert "## Pareto front" in text and "MiB" in text and " ± " in text
+    assert "## Pareto front" in text and "peak_mem_train (MiB)" in text
+    lines = text.splitlines()
+    headers = [a for a, b in zip(lines, lines[1:], strict=False) if b.startswith("|---")]
+    assert headers and not any("_bytes" in line for line in headers)
     assert "memory budget: 150 MiB" in text
+    assert "attention = True instead of False: val_dice" in text
+
+
+def test_report_reads_the_stored_description_not_the_spec_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "demo.toml").write_text(
+        'name = "demo"\nmemory_budget = "1GiB"\n[objectives]\nval_iou = "maximize"\n'
+    )
+    results = write_study(tmp_path / "results" / "demo", sweep_shaped(make_trials()))
+    info = load_study_info(results)
+    assert info.objectives == DICE_MEM and info.memory_budget_bytes == 150 * MIB
+    assert info.source == str(results / "study.json")
+    explicit = load_study_info(results, objectives=["val_iou:maximize", "params:minimize"])
+    assert explicit.objectives[0] == Objective("val_iou", "maximize")
+    bare = load_study_info(results, objectives=["peak_mem_train_bytes"], memory_budget_bytes=7)
+    assert bare.objectives == DICE_MEM[1:] and bare.memory_budget_bytes == 7
+    with pytest.raises(UsageError, match="needs a direction"):
+        load_study_info(results, objectives=["params"])
 
 
 def test_build_report_bad_inputs(tmp_path: Path) -> None:
@@ -281,8 +227,14 @@ def test_build_report_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"no trials\.parquet"):
         build_report(tmp_path)
     make_trials().to_csv(tmp_path / "trials.csv", index=False)
+    with pytest.raises(UsageError, match=r"study\.json does not exist.*run the sweep again"):
+        build_report(tmp_path)
+    write_study(tmp_path, make_trials())
     with pytest.raises(ConfigError, match="'val_f1'"):
-        build_report(tmp_path, objectives=["val_f1"], plots=False)
+        build_report(tmp_path, objectives=["val_f1:maximize"], plots=False)
+    (tmp_path / "study.json").write_text('{"schema": "other"}')
+    with pytest.raises(ConfigError, match="not a unetbench study description"):
+        build_report(tmp_path)
 
 
 def sweep_shaped(df: pd.DataFrame) -> pd.DataFrame:
@@ -319,28 +271,3 @@ def test_reused_trials_count_once() -> None:
     front = pareto_front(with_copy, DICE_MEM)
     assert 99 not in set(front["trial_number"])
     assert set(front["trial_number"]) == brute_force_front(df)
-    assert factor_effects(with_copy, DICE_MEM)["n"].sum() == factor_effects(df, DICE_MEM)["n"].sum()
-
-
-def test_study_info_from_the_sweep_database(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import optuna
-
-    monkeypatch.chdir(tmp_path)  # no studies/ directory to find a spec in
-    results = tmp_path / "elsewhere" / "s2"
-    results.mkdir(parents=True)
-    study = optuna.create_study(
-        storage=f"sqlite:///{results / 'study.db'}", study_name="s2", directions=["maximize"]
-    )
-    spec = {
-        "name": "s2",
-        "objectives": [["val_iou", "maximize"]],
-        "memory_budget_bytes": 2**30,
-        "search": {"n_blocks": [2, 3]},
-    }
-    study.set_user_attr("unetbench_spec", spec)
-    info = load_study_info(results)
-    assert info.objectives == (Objective("val_iou", "maximize"),)
-    assert info.memory_budget_bytes == 2**30 and info.searched_fields == ("n_blocks",)
-    assert info.source == (str(results / "study.db"),)

@@ -15,19 +15,19 @@ def add_parser(subparsers: Any) -> None:
             "Read <results>/<study>/trials.parquet and write the report under "
             "<results>/<study>/report/: all trials, Pareto front, per-factor effects, "
             "checkpointing savings and failures as CSV, Parquet and Markdown (report.md), "
-            "plus PNG plots. Objectives and memory budget come from the study spec unless given."
+            "plus PNG plots. Objectives, memory budget and searched fields come from the "
+            "description the sweep stored (<results>/<study>/study.json) unless given."
         ),
     )
     p.add_argument("results", type=Path, help="study results directory, e.g. results/quick")
-    p.add_argument("--spec", type=Path, default=None, help="study spec (default: found by name)")
     p.add_argument(
         "--objective",
         action="append",
         default=None,
         metavar="COLUMN[:maximize|minimize]",
-        help="objective column (repeat for several); overrides the spec",
+        help="objective column (repeat for several); overrides the study's objectives",
     )
-    p.add_argument("--memory-budget", default=None, help="e.g. 8GiB; overrides the spec")
+    p.add_argument("--memory-budget", default=None, help="e.g. 8GiB; overrides the study's budget")
     p.add_argument(
         "--out", type=Path, default=None, help="output directory (default: <results>/report)"
     )
@@ -36,21 +36,14 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from unetbench.report import build_report, load_study_info, summarize
+    from unetbench.units import parse_bytes
 
-    tables = build_report(
-        args.results,
-        spec=args.spec,
-        objectives=args.objective,
-        memory_budget=args.memory_budget,
-        plots=not args.no_plots,
-        out_dir=args.out,
+    budget = (
+        None if args.memory_budget is None else parse_bytes(args.memory_budget, "--memory-budget")
     )
-    info = load_study_info(
-        args.results,
-        spec_path=args.spec,
-        objectives=args.objective,
-        memory_budget=args.memory_budget,
-    )
+    overrides = {"objectives": args.objective, "memory_budget_bytes": budget}
+    tables = build_report(args.results, plots=not args.no_plots, out_dir=args.out, **overrides)
+    info = load_study_info(args.results, **overrides)
     out = args.out or args.results / "report"
     print(summarize(tables, info))
     print(f"report written to {out}/report.md ({len(list(Path(out).glob('*.png')))} plots)")

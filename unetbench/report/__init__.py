@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from unetbench.report._study import (
-    Objective,
-    StudyInfo,
-    load_study_info,
-    parse_bytes,
-    parse_objectives,
-)
-from unetbench.report.build import TABLES, build_report, load_trials, markdown_table, summarize
+from unetbench.report.build import TABLES, build_report, load_runs, load_trials
+from unetbench.report.markdown import markdown_table, summarize
+from unetbench.report.study import load_study_info
 from unetbench.report.tables import (
     checkpointing_savings,
-    factor_effects,
     failures,
     pareto_front,
     pareto_mask,
 )
+from unetbench.studyinfo import Objective, StudyInfo
 
 __all__ = [
     "TABLES",
@@ -24,14 +19,12 @@ __all__ = [
     "StudyInfo",
     "build_report",
     "checkpointing_savings",
-    "factor_effects",
     "failures",
+    "load_runs",
     "load_study_info",
     "load_trials",
     "markdown_table",
     "pareto_front",
     "pareto_mask",
-    "parse_bytes",
-    "parse_objectives",
     "summarize",
 ]

@@ -16,13 +16,12 @@ import pandas as pd
 
 from unetbench._errors import ConfigError
 from unetbench.config import UNetConfig
-from unetbench.report._study import Objective
+from unetbench.studyinfo import Objective
 
 __all__ = [
     "checkpointing_savings",
     "config_columns",
     "config_labels",
-    "factor_effects",
     "failures",
     "memory_column",
     "natural_key",
@@ -37,6 +36,8 @@ log = logging.getLogger(__name__)
 # Columns that, with the UNetConfig fields, identify one measured setting.
 SETTING_COLUMNS = ("input_shape", "batch_size", "precision")
 _ENV_COLUMNS = ("device", "dtype")
+# Spread (interquartile range) of the timed steps, kept next to the median step time.
+_IQR = "train_step_iqr_s"
 
 
 def config_columns(df: pd.DataFrame, *, with_setting: bool = True) -> list[str]:
@@ -142,31 +143,6 @@ def searched_fields(df: pd.DataFrame, fields: Iterable[str] | None = None) -> li
     return [c for c in candidates if c in df.columns and _hashable(df[c]).nunique() > 1]
 
 
-def factor_effects(
-    df: pd.DataFrame, objectives: Sequence[Objective], fields: Iterable[str] | None = None
-) -> pd.DataFrame:
-    """Mean and standard deviation of each objective for each value of each searched field.
-
-    Uses every finished trial (feasible or not: an over-budget choice still tells how much
-    memory it costs). One row per (field, value) with ``n`` and ``<objective>_mean``/``_std``.
-    """
-    _require(df, [o.column for o in objectives], "factor effects")
-    done = df[usable_mask(df, feasible_only=False)]
-    rows: list[dict[str, object]] = []
-    for name in searched_fields(df, fields):
-        keys = _hashable(done[name]).astype(str)
-        for value, group in sorted(done.groupby(keys), key=lambda item: natural_key(item[0])):
-            row: dict[str, object] = {"field": name, "value": str(value), "n": len(group)}
-            for o in objectives:
-                col = pd.to_numeric(group[o.column], errors="coerce")
-                row[f"{o.column}_mean"] = col.mean()
-                row[f"{o.column}_std"] = col.std() if col.notna().sum() > 1 else np.nan
-            rows.append(row)
-    columns = ["field", "value", "n"]
-    columns += [f"{o.column}_{s}" for o in objectives for s in ("mean", "std")]
-    return pd.DataFrame(rows, columns=columns)
-
-
 def natural_key(value: object) -> tuple[int, float, str]:
     """Sort key: numbers by value (8 < 16 < 32), then text; "none" first."""
     text = str(value)
@@ -202,8 +178,9 @@ def _long_from_per_mode(df: pd.DataFrame, memory: str, time: str, key: list[str]
         part = df[key].copy()
         part["checkpointing"] = mode
         part[memory] = pd.to_numeric(df[f"{memory}__{mode}"], errors="coerce")
-        times = df[f"{time}__{mode}"] if f"{time}__{mode}" in df.columns else np.nan
-        part[time] = pd.to_numeric(pd.Series(times, index=df.index), errors="coerce")
+        for column in (time, _IQR):
+            values = df[f"{column}__{mode}"] if f"{column}__{mode}" in df.columns else np.nan
+            part[column] = pd.to_numeric(pd.Series(values, index=df.index), errors="coerce")
         if f"status__{mode}" in df.columns:
             part = part[df[f"status__{mode}"].astype(str).str.lower().eq("ok")]
         parts.append(part)
@@ -236,14 +213,17 @@ def checkpointing_savings(
         ok[column] = _hashable(ok[column]).astype(str)
     if per_mode:
         ok = _long_from_per_mode(ok, memory, time, key)
-    med = ok.groupby([*key, "checkpointing"], sort=False)[[memory, time]].median().reset_index()
+    if _IQR not in ok.columns:
+        ok[_IQR] = np.nan
+    numbers = [memory, time, _IQR]
+    med = ok.groupby([*key, "checkpointing"], sort=False)[numbers].median().reset_index()
     base = med[med["checkpointing"] == "none"].drop(columns="checkpointing")
     other = med[med["checkpointing"] != "none"]
     merged = (
         other.merge(base, on=key, suffixes=("", "_none"))
         if key
         else other.assign(
-            **{f"{memory}_none": base[memory].median(), f"{time}_none": base[time].median()}
+            **{f"{c}_none": base[c].median() for c in numbers}
         )
     )
     out = merged[[*key, "checkpointing"]].copy()
@@ -254,6 +234,8 @@ def checkpointing_savings(
     out["train_step_none_s"] = merged[f"{time}_none"]
     out["train_step_s"] = merged[time]
     out["step_time_added_pct"] = 100.0 * (merged[time] / merged[f"{time}_none"] - 1.0)
+    out["train_step_none_iqr_s"] = merged[f"{_IQR}_none"]
+    out["train_step_iqr_s"] = merged[_IQR]
     out["memory_column"] = memory
     return out.sort_values("mem_saved_pct", ascending=False).reset_index(drop=True)
 

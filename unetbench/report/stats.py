@@ -1,0 +1,189 @@
+"""Seed statistics: which differences between configs and options are larger than seed noise.
+
+A study trains each config with one or more seeds (``runs.parquet``: one row per training
+run). This module turns runs into per-config means with 95% Student-t intervals, estimates the
+seed-to-seed noise from configs trained more than once, and compares the options of each
+searched field by *paired* differences: two configs that differ only in that field form a
+pair, so the other fields' effects cancel. Where a field has fewer than two such pairs, the
+option groups are compared unpaired (Welch). Everything here reads records, never models.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "CONFIDENCE",
+    "config_accuracy",
+    "mean_interval",
+    "option_differences",
+    "option_levels",
+    "seed_noise",
+]
+
+#: Coverage of every interval in the report.
+CONFIDENCE = 0.95
+
+
+def _t_quantile(dof: float) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + CONFIDENCE / 2, dof))
+
+
+def mean_interval(values: Iterable[float]) -> tuple[float, float, float, int]:
+    """``(mean, low, high, n)`` of the finite values; the interval is NaN below two values."""
+    arr = np.asarray([v for v in values if v is not None], dtype=float)
+    arr = arr[np.isfinite(arr)]
+    n = int(arr.size)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(arr.mean())
+    if n < 2:
+        return mean, math.nan, math.nan, n
+    half = _t_quantile(n - 1) * float(arr.std(ddof=1)) / math.sqrt(n)
+    return mean, mean - half, mean + half, n
+
+
+def config_accuracy(runs: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """One row per ``config_key``: ``n_seeds``, ``seeds`` and, per metric, mean, std and CI.
+
+    Capped runs (stopped by the time guard before their step budget) are left out: they
+    measure how busy the machine was, not the config.
+    """
+    ok = runs if "capped" not in runs.columns else runs[~runs["capped"].astype(bool)]
+    rows = []
+    for key, group in ok.groupby("config_key", sort=False):
+        row: dict[str, object] = {"config_key": key, "n_seeds": len(group)}
+        if "train_seed" in group.columns:
+            row["seeds"] = ",".join(str(int(s)) for s in sorted(group["train_seed"]))
+        for m in metrics:
+            values = pd.to_numeric(group[m], errors="coerce")
+            mean, low, high, n = mean_interval(values)
+            row[m] = mean
+            row[f"{m}_std"] = float(values.std(ddof=1)) if n > 1 else math.nan
+            row[f"{m}_ci95_low"], row[f"{m}_ci95_high"] = low, high
+        rows.append(row)
+    columns = ["config_key", "n_seeds", "seeds"]
+    columns += [f"{m}{s}" for m in metrics for s in ("", "_std", "_ci95_low", "_ci95_high")]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def seed_noise(runs: pd.DataFrame, metric: str) -> dict[str, float]:
+    """Pooled seed-to-seed standard deviation of ``metric`` over configs with several seeds.
+
+    Returns ``std`` (NaN without any repeated config), ``configs`` (how many were repeated)
+    and ``dof`` (degrees of freedom of the pooled estimate).
+    """
+    ok = runs if "capped" not in runs.columns else runs[~runs["capped"].astype(bool)]
+    squares, dof, configs = 0.0, 0, 0
+    for _, group in ok.groupby("config_key", sort=False):
+        values = pd.to_numeric(group[metric], errors="coerce").dropna()
+        if len(values) > 1:
+            squares += float(((values - values.mean()) ** 2).sum())
+            dof += len(values) - 1
+            configs += 1
+    std = math.sqrt(squares / dof) if dof else math.nan
+    return {"std": std, "configs": float(configs), "dof": float(dof)}
+
+
+def option_levels(configs: pd.DataFrame, fields: Sequence[str], objective: str) -> pd.DataFrame:
+    """Per option of each field: how many configs, their mean ``objective`` and its 95% CI."""
+    rows = []
+    for field in fields:
+        for value, group in configs.groupby(configs[field].astype(str), sort=False):
+            mean, low, high, n = mean_interval(pd.to_numeric(group[objective], errors="coerce"))
+            rows.append(
+                {
+                    "field": field,
+                    "value": value,
+                    "n_configs": n,
+                    objective: mean,
+                    f"{objective}_ci95_low": low,
+                    f"{objective}_ci95_high": high,
+                }
+            )
+    columns = ["field", "value", "n_configs", objective]
+    columns += [f"{objective}_ci95_low", f"{objective}_ci95_high"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def option_differences(
+    configs: pd.DataFrame,
+    fields: Sequence[str],
+    objective: str,
+    order: Mapping[str, Sequence[str]] | None = None,
+) -> pd.DataFrame:
+    """Difference in ``objective`` between each option and its field's first (reference) option.
+
+    ``configs`` holds one row per config with the searched fields and ``objective``.
+    ``order`` gives each field's options in the study's order (the first is the reference);
+    missing, the order of appearance. Columns: ``field``, ``option``, ``reference``,
+    ``design`` (``paired`` or ``unpaired``), ``n`` (pairs, or the smaller group),
+    ``diff`` (mean option - reference), ``diff_ci95_low``, ``diff_ci95_high`` and
+    ``distinguishable`` (the interval excludes 0).
+    """
+    data = configs.copy()
+    for field in fields:
+        data[field] = data[field].astype(str)
+    data[objective] = pd.to_numeric(data[objective], errors="coerce")
+    data = data[data[objective].notna()]
+    rows = []
+    for field in fields:
+        options = [str(o) for o in (order or {}).get(field, [])] or list(dict.fromkeys(data[field]))
+        options = [o for o in options if (data[field] == o).any()]
+        others = [f for f in fields if f != field]
+        for option in options[1:]:
+            rows.append(_difference(data, field, options[0], option, others, objective))
+    columns = ["field", "option", "reference", "design", "n", "diff"]
+    columns += ["diff_ci95_low", "diff_ci95_high", "distinguishable"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _difference(
+    data: pd.DataFrame, field: str, ref: str, option: str, others: list[str], objective: str
+) -> dict[str, object]:
+    a = data[data[field] == ref]
+    b = data[data[field] == option]
+    row: dict[str, object] = {"field": field, "option": option, "reference": ref}
+    pairs = (
+        a.groupby(others)[objective].mean().rename("a").to_frame()
+        .join(b.groupby(others)[objective].mean().rename("b"), how="inner")
+        if others
+        else pd.DataFrame({"a": [a[objective].mean()], "b": [b[objective].mean()]})
+    )  # fmt: skip
+    paired = len(pairs) >= 2
+    if paired:
+        mean, low, high, n = mean_interval(pairs["b"] - pairs["a"])
+    else:
+        mean, low, high, n = _welch(a[objective].to_numpy(float), b[objective].to_numpy(float))
+    row.update(
+        design="paired" if paired else "unpaired",
+        n=n,
+        diff=mean,
+        diff_ci95_low=low,
+        diff_ci95_high=high,
+        distinguishable=bool(low > 0 or high < 0),  # False when the interval is NaN
+    )
+    return row
+
+
+def _welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, int]:
+    """Mean of b minus mean of a with a Welch 95% interval (NaN below two values each)."""
+    n = int(min(a.size, b.size))
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    diff = float(b.mean() - a.mean())
+    if n < 2:
+        return diff, math.nan, math.nan, n
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return diff, diff, diff, n
+    dof = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    half = _t_quantile(dof) * se
+    return diff, diff - half, diff + half, n
