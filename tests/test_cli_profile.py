@@ -97,10 +97,10 @@ BAD = [
     (["profile", "--checkpointing", ","], r"--checkpointing needs at least one value"),
     (["profile", "--out", "records.xlsx"], r"--out 'records.xlsx'"),
     (["profile", "--config", "/nonexistent/cfg.json"], r"cannot read --config"),
-    (["plan", "--budget", "11 parsecs"], r"cannot read memory size '11 parsecs'"),
+    (["plan", "--budget", "11 parsecs"], r"--budget must be a positive size .* '11 parsecs'"),
     (["plan", "--budget", "1GiB", "--vary", "depth"], r"vary must be"),
     (["profile", "--precision", "fp32,fp8"], r"unknown precision 'fp8'; choose from fp32"),
-    (["profile", "--budget", "lots"], r"cannot read memory size 'lots'"),
+    (["profile", "--budget", "lots"], r"--budget must be a positive size .* 'lots'"),
     (["plan", "--budget", "1GiB", "--precision", "half"], r"unknown precision 'half'"),
     (["plan", "--budget", "256MiB", "--headroom", "1GiB"], r"headroom"),
 ]

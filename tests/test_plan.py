@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from unetbench import ConfigError, UNet, UNetConfig, UsageError
-from unetbench.profiler import PLAN_COLUMNS, estimate_train_memory, parse_bytes, plan
+from unetbench.profiler import PLAN_COLUMNS, estimate_train_memory, plan
 from unetbench.profiler.planner import _largest_fitting, _shape_candidates
+from unetbench.units import parse_bytes
 
 TINY = UNetConfig(n_blocks=2, start_filts=4)
 MiB = 2**20
@@ -91,7 +92,7 @@ def test_largest_fitting_search() -> None:
         (dict(checkpointing="all"), UsageError, r"unknown checkpointing policy"),
         (dict(shape=(8, 15, 16)), ConfigError, r"15"),
         (dict(fixed_depth=3), ConfigError, r"3"),
-        (dict(budget="lots"), UsageError, r"cannot read memory size 'lots'"),
+        (dict(budget="lots"), UsageError, r"budget must be a positive size .*GiB.* got 'lots'"),
     ],
 )
 def test_bad_input(kwargs: dict, error: type[Exception], match: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "UnetbenchError", "UsageError"]
+__all__ = ["ConfigError", "SizeError", "UnetbenchError", "UsageError"]
 
 
 class UnetbenchError(Exception):
@@ -18,3 +18,8 @@ class ConfigError(UnetbenchError, ValueError):
 
 class UsageError(UnetbenchError, ValueError):
     """A command-line or API argument outside what is allowed (device, file type, ...)."""
+
+
+class SizeError(ConfigError, UsageError):
+    """A memory size that cannot be read: a config mistake in a study spec and a usage mistake
+    on the command line, so it is both."""

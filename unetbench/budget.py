@@ -8,14 +8,17 @@ import torch.
 
 from __future__ import annotations
 
+from unetbench.device_names import device_type
+from unetbench.units import MIB
+
 __all__ = ["CUDA_HEADROOM_BYTES", "default_headroom_bytes", "usable_bytes"]
 
-CUDA_HEADROOM_BYTES = 512 * 2**20
+CUDA_HEADROOM_BYTES = 512 * MIB
 
 
 def default_headroom_bytes(device: str) -> int:
     """The headroom a budget keeps free on ``device``: 512 MiB on CUDA, nothing on the CPU."""
-    return CUDA_HEADROOM_BYTES if str(device).startswith("cuda") else 0
+    return CUDA_HEADROOM_BYTES if device_type(device) == "cuda" else 0
 
 
 def usable_bytes(budget: int, headroom: int | None, device: str) -> int:

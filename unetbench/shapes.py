@@ -17,9 +17,14 @@ from unetbench._errors import ConfigError
 if TYPE_CHECKING:
     from unetbench.config import UNetConfig
 
-__all__ = ["legal_sizes", "output_shape", "output_size"]
+__all__ = ["fmt_shape", "legal_sizes", "output_shape", "output_size"]
 
 _AXIS_NAMES = {3: ("D", "H", "W"), 2: ("H", "W")}
+
+
+def fmt_shape(shape: Iterable[int]) -> str:
+    """A shape as records and messages write it: ``(16, 48, 48)`` -> ``"16x48x48"``."""
+    return "x".join(str(s) for s in shape)
 
 
 class _IllegalSize(Exception):

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from unetbench.cli import _common as _cli
+from unetbench.units import parse_bytes
 
 _SHOWN = (
     "vary", "checkpointing", "checkpointing_chosen", "precision", "batch_size", "input_shape",
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     config = _cli.config_from_args(args)
     frame = plan(
         config,
-        args.budget,
+        parse_bytes(args.budget, "--budget"),
         _cli.parse_shape(args.shape),
         batch_size=args.batch,
         fixed_depth=args.fixed_depth,
@@ -64,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
         optimizer=args.optimizer,
         precision=check_precision(args.precision),
         device=args.device,
-        memory_headroom=args.headroom,
+        memory_headroom=None
+        if args.headroom is None
+        else parse_bytes(args.headroom, "--headroom", allow_zero=True),
     )
     print(
         f"U-Net {config.to_json()}; total = estimated step peak + optimizer state + batch, "

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from unetbench.cli import _common as _cli
+from unetbench.units import parse_bytes
 
 _SHOWN = (
     "checkpointing", "checkpointing_chosen", "precision", "status", "params", "fwd_macs",
@@ -57,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
 
     from unetbench.precision import parse_precisions
     from unetbench.profiler import planned_steps, profile
-    from unetbench.profiler.planner import parse_bytes
 
     out = _cli.check_out(args.out)
     config = _cli.config_from_args(args)
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     _cli.validate_profile_args(config, shape, args.batch, args.device, policies)
     precisions = parse_precisions(args.precision)
     if args.budget is not None:
-        parse_bytes(args.budget)
+        parse_bytes(args.budget, "--budget")
     total = planned_steps(
         len(policies), warmup=args.warmup, rounds=args.rounds, n_precisions=len(precisions)
     )

@@ -33,6 +33,7 @@ from unetbench.data.volumes import (
     load_npz,
     split_volume,
 )
+from unetbench.shapes import fmt_shape
 
 __all__ = ["DataSpec", "make_dataset"]
 
@@ -175,7 +176,7 @@ def make_dataset(
         ]
         train, val = vols[: ds.n_train], vols[ds.n_train :]
         desc = (
-            f"synthetic(seed={ds.seed}, shape={'x'.join(map(str, ds.shape))}, "
+            f"synthetic(seed={ds.seed}, shape={fmt_shape(ds.shape)}, "
             f"anisotropy={ds.anisotropy:g}, foreground_fraction={ds.foreground_fraction:g}, "
             f"noise={ds.noise:g})"
         )

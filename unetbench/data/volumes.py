@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from unetbench._errors import ConfigError, UsageError
+from unetbench.shapes import fmt_shape
 
 __all__ = ["SegmentationData", "Volume", "load_hdf5", "load_npy", "load_npz", "split_volume"]
 
@@ -107,8 +108,8 @@ class SegmentationData:
         fg = [float(np.mean(v.label > 0)) for v in self.val]
         return {
             "data": self.description,
-            "data_train_shapes": ";".join("x".join(map(str, v.spatial_shape)) for v in self.train),
-            "data_val_shapes": ";".join("x".join(map(str, v.spatial_shape)) for v in self.val),
+            "data_train_shapes": ";".join(fmt_shape(v.spatial_shape) for v in self.train),
+            "data_val_shapes": ";".join(fmt_shape(v.spatial_shape) for v in self.val),
             "data_val_foreground_fraction": float(np.mean(fg)),
             **self.info,
         }

@@ -8,24 +8,13 @@ from __future__ import annotations
 
 from unetbench.profiler.api import RECORD_COLUMNS, planned_steps, profile
 from unetbench.profiler.memory import estimate_train_memory
-from unetbench.profiler.planner import PLAN_COLUMNS, parse_bytes, plan
-from unetbench.profiler.policies import (
-    CheckpointPolicy,
-    get_policy,
-    policy_names,
-    register_policy,
-)
+from unetbench.profiler.planner import PLAN_COLUMNS, plan
 
 __all__ = [
     "PLAN_COLUMNS",
     "RECORD_COLUMNS",
-    "CheckpointPolicy",
     "estimate_train_memory",
-    "get_policy",
-    "parse_bytes",
     "plan",
     "planned_steps",
-    "policy_names",
     "profile",
-    "register_policy",
 ]

@@ -24,10 +24,12 @@ __all__ = ["LivePeak"]
 class LivePeak(TorchDispatchMode):
     """Dispatch mode recording the peak bytes of live tensor storages (``.peak``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, trace: bool = False) -> None:
         super().__init__()
         self.live = 0
         self.peak = 0
+        #: With ``trace``, the live bytes after each new storage: the peak is their maximum.
+        self.trace: list[int] | None = [] if trace else None
         self._sizes: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._refs: dict[int, weakref.ref[Any]] = {}
 
@@ -42,6 +44,8 @@ class LivePeak(TorchDispatchMode):
         self._refs[key] = weakref.ref(st, functools.partial(self._free, nbytes, key))
         self.live += nbytes
         self.peak = max(self.peak, self.live)
+        if self.trace is not None:
+            self.trace.append(self.live)
 
     def track_module(self, model: nn.Module) -> None:
         """Count a model's parameters and buffers (created before tracking started)."""

@@ -20,10 +20,12 @@ import torch
 from torch import nn
 
 from unetbench._errors import UsageError
+from unetbench.model.policies import CheckpointPolicy, get_policy
 from unetbench.precision import autocast_dtype_name, parse_precisions
 from unetbench.profiler import _measure, _step, devices, env, flops, memory
 from unetbench.profiler.auto import AUTO, choose_policy
-from unetbench.profiler.policies import CheckpointPolicy, get_policy
+from unetbench.shapes import fmt_shape
+from unetbench.units import parse_bytes
 
 __all__ = ["RECORD_COLUMNS", "profile"]
 
@@ -82,10 +84,6 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def _shape_str(shape: Iterable[int]) -> str:
-    return "x".join(str(s) for s in shape)
-
-
 def profile(
     config_or_model: Any,
     input_shape: tuple[int, ...] | list[int],
@@ -112,7 +110,8 @@ def profile(
             weights and statistics stay untouched).
         input_shape: Spatial shape (D, H, W) / (H, W), or full (N, C, *spatial).
         batch_size: Batch size when ``input_shape`` is spatial.
-        checkpointing: Policy name(s): "none", "blocks", "top_units", ... (see policies.py),
+        checkpointing: Policy name(s): "none", "blocks", "top_units", ... (see
+            ``unetbench.model.policies``),
             or "auto": the policy :func:`~unetbench.profiler.auto.choose_policy` picks for
             the shape, precision and budget, named in ``checkpointing_chosen``.
         device: "cpu", "cuda" or "cuda:N".
@@ -149,8 +148,8 @@ def profile(
     base: dict[str, Any] = {name: _cell(getattr(cfg, name)) for name in base_fields()}
     base.update(
         batch_size=full[0],
-        input_shape=_shape_str(full[2:]),
-        output_shape=_shape_str(out_shape),
+        input_shape=fmt_shape(full[2:]),
+        output_shape=fmt_shape(out_shape),
         device=str(dev),
         dtype="float32",
         status="ok",
@@ -218,12 +217,13 @@ def _budget(
     budget: int | str | None, headroom: int | str | None, dev: torch.device
 ) -> tuple[int | None, int]:
     """``(budget less headroom, headroom)`` in bytes; the budget is None when not given."""
-    from unetbench.profiler.planner import _bytes0, parse_bytes
-
-    room = memory.default_headroom_bytes(str(dev)) if headroom is None else _bytes0(headroom)
+    if headroom is None:
+        room = memory.default_headroom_bytes(str(dev))
+    else:
+        room = parse_bytes(headroom, "memory_headroom", allow_zero=True)
     if budget is None:
         return None, room
-    total = parse_bytes(budget)
+    total = parse_bytes(budget, "memory_budget")
     if room >= total:
         raise UsageError(f"memory headroom {room} B leaves nothing of the budget {total} B")
     return total - room, room

@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from unetbench.model.policies import policy_names
 from unetbench.profiler import _step, flops
-from unetbench.profiler.memory import estimate_train_memory, step_extra_bytes
-from unetbench.profiler.policies import policy_names
+from unetbench.profiler.memory import estimate_step_bytes
 
 __all__ = ["AUTO", "AutoChoice", "choose_policy"]
 
@@ -47,9 +47,9 @@ def choose_policy(
     """
     cfg = _step.config_of(config)
     names = candidates or policy_names()
-    opt_bytes, batch_bytes = step_extra_bytes(cfg, full_shape, optimizer)
-    peak = {n: estimate_train_memory(cfg, full_shape, 1, n, precision, device) for n in names}
-    total = {n: peak[n] + opt_bytes + batch_bytes for n in names}
+    step = {n: estimate_step_bytes(cfg, full_shape, n, precision, device, optimizer) for n in names}
+    peak = {n: step[n].peak for n in names}
+    total = {n: step[n].total for n in names}
     fitting = [n for n in names if budget_bytes is None or total[n] <= budget_bytes]
     if budget_bytes is None or not fitting:
         name = min(names, key=lambda n: (peak[n], names.index(n)))

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from unetbench._errors import UsageError
+from unetbench.device_names import ALL, parse_device, parse_devices
 from unetbench.oom import is_oom
 from unetbench.profiler.memory import cuda_peak_bytes, tracked_peak_bytes
 
@@ -22,10 +23,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
         UsageError: Unknown device, CUDA requested without a usable GPU, or a GPU index
             beyond the ones present.
     """
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise UsageError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    dev = device if isinstance(device, torch.device) else torch.device(parse_device(device))
     if dev.type not in ("cpu", "cuda"):
         raise UsageError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
     if dev.type == "cuda":
@@ -43,25 +41,20 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def resolve_devices(devices: str | Sequence[str]) -> list[str]:
-    """A list of devices, one per worker: ``"cuda:0,cuda:1"``, ``"all"`` (every CUDA device
-    here) or a sequence of device strings; each is checked with :func:`resolve_device`.
+    """A list of devices, one per worker (see :func:`unetbench.device_names.parse_devices`);
+    ``"all"`` becomes every CUDA device here, and each is checked with :func:`resolve_device`.
 
     Raises:
         UsageError: an empty list, ``all`` without a GPU, or any device that does not exist.
     """
-    if isinstance(devices, str):
-        names = [d.strip() for d in devices.split(",") if d.strip()]
-        if names == ["all"]:
-            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            if count == 0:
-                raise UsageError(
-                    "--devices all: no CUDA device here; give a list such as cpu,cpu or cuda:0"
-                )
-            return [f"cuda:{i}" for i in range(count)]
-    else:
-        names = list(devices)
-    if not names:
-        raise UsageError("--devices is empty; give e.g. cuda:0,cuda:1, all, or cpu")
+    names = parse_devices(devices)
+    if names == [ALL]:
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UsageError(
+                "--devices all: no CUDA device here; give a list such as cpu,cpu or cuda:0"
+            )
+        return [f"cuda:{i}" for i in range(count)]
     return [str(resolve_device(name)) for name in names]
 
 

@@ -21,24 +21,30 @@ target, nor optimizer state (``opt_state_bytes``).
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
+from unetbench._errors import UsageError
 from unetbench.budget import default_headroom_bytes
+from unetbench.device_names import device_type
+from unetbench.model.policies import CheckpointPolicy, get_policy
 from unetbench.precision import check_precision, cuda_rules_on_cpu
 from unetbench.profiler import _step
 from unetbench.profiler._live import LivePeak
-from unetbench.profiler.policies import get_policy
 
 __all__ = [
     "OPT_STATE_FACTOR",
+    "StepBytes",
+    "batch_peak_bytes",
     "cuda_peak_bytes",
     "default_headroom_bytes",
+    "estimate_step_bytes",
     "estimate_train_memory",
     "memtracker_peak_bytes",
     "model_bytes",
@@ -50,6 +56,19 @@ __all__ = [
 OPT_STATE_FACTOR = {"adam": 2, "sgd-momentum": 1, "sgd": 0}
 
 
+class StepBytes(NamedTuple):
+    """What one training step needs: its estimated peak (parameters, gradients, activations),
+    the optimizer state and the input batch; ``total`` is what must fit a budget."""
+
+    peak: int
+    opt_state: int
+    batch: int
+
+    @property
+    def total(self) -> int:
+        return self.peak + self.opt_state + self.batch
+
+
 def step_extra_bytes(
     config: Any, full_shape: tuple[int, ...], optimizer: str = "adam"
 ) -> tuple[int, int]:
@@ -59,10 +78,6 @@ def step_extra_bytes(
     a float32 input and its target (int64 class indices, or a float32 mask for one output
     channel). Neither depends on the precision: autocast casts inside the forward.
     """
-    import math
-
-    from unetbench._errors import UsageError
-
     if optimizer not in OPT_STATE_FACTOR:
         raise UsageError(
             f"optimizer must be one of {', '.join(OPT_STATE_FACTOR)}, got {optimizer!r}"
@@ -77,6 +92,20 @@ def step_extra_bytes(
     target_item = 8 if cfg.out_channels >= 2 else 4
     batch = 4 * cfg.in_channels * in_voxels + target_item * out_voxels
     return OPT_STATE_FACTOR[optimizer] * 4 * n_params, batch
+
+
+def estimate_step_bytes(
+    config: Any,
+    full_shape: tuple[int, ...],
+    checkpointing: str = "none",
+    precision: str = "fp32",
+    device: str = "cpu",
+    optimizer: str = "adam",
+) -> StepBytes:
+    """The fake-tensor peak of a training step at ``full_shape`` (N, C, *spatial) with the
+    optimizer state and batch it needs beside it."""
+    peak = estimate_train_memory(config, full_shape, 1, checkpointing, precision, device)
+    return StepBytes(peak, *step_extra_bytes(config, full_shape, optimizer))
 
 
 def model_bytes(model: nn.Module) -> int:
@@ -102,11 +131,15 @@ def tracked_peak_bytes(fn: Callable[[], object], model: nn.Module) -> int:
     Works for real CPU/GPU tensors and for fake tensors alike. Tensors created before and not
     belonging to ``model`` (the input batch) are not counted.
     """
-    tracker = LivePeak()
+    return _tracked(fn, model).peak
+
+
+def _tracked(fn: Callable[[], object], model: nn.Module, trace: bool = False) -> LivePeak:
+    tracker = LivePeak(trace)
     tracker.track_module(model)
     with tracker:
         fn()
-    return tracker.peak
+    return tracker
 
 
 def memtracker_peak_bytes(fn: Callable[[], object], model: nn.Module) -> int:
@@ -173,22 +206,64 @@ def estimate_train_memory(
     """
     cfg = _step.config_of(config)
     full = _step.resolve_shape(cfg, input_shape, batch_size)
-    policy = get_policy(checkpointing)
+    return max(_step_trace(cfg, full, get_policy(checkpointing), check_precision(precision),
+                           device_type(device) == "cuda"))  # fmt: skip
+
+
+def batch_peak_bytes(
+    config: Any,
+    input_shape: tuple[int, ...] | list[int],
+    checkpointing: str = "none",
+    precision: str = "fp32",
+    device: str = "cpu",
+) -> Callable[[int], int] | None:
+    """:func:`estimate_train_memory` at every batch size of one spatial shape, from two steps.
+
+    A step runs the same operations at every batch size, and each tensor it makes is either
+    independent of the batch (weights, their gradients, norm statistics, the loss) or
+    proportional to it (activations). So the live bytes after the i-th allocation are
+    ``a_i + (n - 1) * (b_i - a_i)``, from the live bytes ``a_i`` at batch 1 and ``b_i`` at
+    batch 2, and the peak at batch ``n`` is their maximum: the number a fake step at batch
+    ``n`` gives, without running it. None when the two steps did not allocate in the same
+    sequence (then no batch can be predicted).
+    """
+    cfg = _step.config_of(config)
+    policy, cuda = get_policy(checkpointing), device_type(device) == "cuda"
     check_precision(precision)
+    one, two = (
+        _step_trace(cfg, _step.resolve_shape(cfg, input_shape, n), policy, precision, cuda)
+        for n in (1, 2)
+    )
+    if len(one) != len(two):
+        return None
+    steps = [b - a for a, b in zip(one, two, strict=True)]
+
+    def peak(batch: int) -> int:
+        return max(a + (batch - 1) * d for a, d in zip(one, steps, strict=True))
+
+    return peak
+
+
+@functools.lru_cache(maxsize=64)
+def _step_trace(
+    cfg: Any, full: tuple[int, ...], policy: CheckpointPolicy, precision: str, cuda_rules: bool
+) -> tuple[int, ...]:
+    """Live bytes after each allocation of one training step on fake tensors; its maximum
+    is the step's peak. Kept because planning asks for the same step more than once."""
     with _FAKE_LOCK:
         mode, model = _fake_model(cfg)
         with mode:
             model.train()
             x, target = _step.make_batch(cfg, full)
-            rules = cuda_rules_on_cpu() if str(device).startswith("cuda") else nullcontext()
-            with rules:
-                peak = tracked_peak_bytes(
+            with cuda_rules_on_cpu() if cuda_rules else nullcontext():
+                tracker = _tracked(
                     lambda: _step.train_step(model, policy, x, target, precision=precision),
                     model,
+                    trace=True,
                 )
             for p in model.parameters():
                 p.grad = None
-        return peak
+        return tuple(tracker.trace or (0,))
 
 
 _FAKE_LOCK = threading.Lock()

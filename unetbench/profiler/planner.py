@@ -11,25 +11,28 @@ from __future__ import annotations
 
 import bisect
 import math
-import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import pandas as pd
 
 from unetbench._errors import UsageError
+from unetbench.model.policies import get_policy, policy_names
 from unetbench.precision import check_precision
 from unetbench.profiler import _step
 from unetbench.profiler.auto import AUTO, choose_policy
 from unetbench.profiler.memory import (
     OPT_STATE_FACTOR,
+    StepBytes,
+    batch_peak_bytes,
     default_headroom_bytes,
     estimate_train_memory,
     step_extra_bytes,
 )
-from unetbench.profiler.policies import get_policy, policy_names
+from unetbench.shapes import fmt_shape
+from unetbench.units import parse_bytes
 
-__all__ = ["PLAN_COLUMNS", "parse_bytes", "plan"]
+__all__ = ["PLAN_COLUMNS", "plan"]
 
 PLAN_COLUMNS = (
     "vary", "checkpointing", "checkpointing_chosen", "precision", "batch_size", "input_shape",
@@ -37,26 +40,7 @@ PLAN_COLUMNS = (
     "total_bytes", "headroom_bytes", "budget_bytes",
 )  # fmt: skip
 
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
 _MAX_AXIS = 8192
-
-
-def parse_bytes(text: str | int) -> int:
-    """Parse a memory size: ``"11GiB"``, ``"8 GB"``, ``"512MiB"`` or a number of bytes."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        value, unit = float(text), ""
-    else:
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
-        if match is None or match.group(2).upper() not in _UNITS:
-            raise UsageError(
-                f"cannot read memory size {text!r}; write e.g. 11GiB, 8GB, 512MiB or bytes"
-            )
-        value, unit = float(match.group(1)), match.group(2).upper()
-    size = int(value * _UNITS[unit])
-    if size <= 0:
-        raise UsageError(f"memory size must be positive, got {text!r}")
-    return size
 
 
 def _largest_fitting(n: int, fits: Callable[[int], bool], guess: int) -> int:
@@ -155,7 +139,7 @@ def plan(
         UsageError: Unknown policy, vary or optimizer, malformed budget.
     """
     cfg = _step.config_of(config)
-    budget_bytes = parse_bytes(budget)
+    budget_bytes = parse_bytes(budget, "budget")
     ref = tuple(shape) if shape is not None else (64,) * cfg.dim
     _step.resolve_shape(cfg, ref, batch_size)  # validate
     if fixed_depth is not None:
@@ -175,7 +159,9 @@ def plan(
         if name != AUTO:
             get_policy(name)
     headroom = (
-        default_headroom_bytes(device) if memory_headroom is None else _bytes0(memory_headroom)
+        default_headroom_bytes(device)
+        if memory_headroom is None
+        else parse_bytes(memory_headroom, "memory_headroom", allow_zero=True)
     )
     if headroom >= budget_bytes:
         raise UsageError(
@@ -184,28 +170,37 @@ def plan(
     usable = budget_bytes - headroom
 
     estimates: dict[tuple[str, int, tuple[int, ...]], int] = {}
+    by_batch: dict[tuple[str, tuple[int, ...]], Callable[[int], int] | None] = {}
 
-    def estimate(name: str, batch: int, spatial: tuple[int, ...]) -> int:
+    def estimate(name: str, batch: int, spatial: tuple[int, ...], vary_batch: bool) -> int:
         key = (name, batch, spatial)
-        if key not in estimates:  # the reference shape at the batch size is probed twice
-            estimates[key] = estimate_train_memory(cfg, spatial, batch, name, precision, device)
+        if key in estimates:  # the reference shape at the batch size is probed twice
+            return estimates[key]
+        if vary_batch and batch > 2:
+            # Every batch size from the steps at batches 1 and 2: no fake step per candidate.
+            if (name, spatial) not in by_batch:
+                by_batch[name, spatial] = batch_peak_bytes(cfg, spatial, name, precision, device)
+            scaled = by_batch[name, spatial]
+            if scaled is not None:
+                estimates[key] = scaled(batch)
+                return estimates[key]
+        estimates[key] = estimate_train_memory(cfg, spatial, batch, name, precision, device)
         return estimates[key]
 
     def row(v: str, name: str, batch: int, spatial: tuple[int, ...]) -> dict[str, Any]:
         full = (batch, cfg.in_channels, *spatial)
-        opt_bytes, batch_bytes = step_extra_bytes(cfg, full, optimizer)
         candidates = policy_names() if name == AUTO else (name,)
         # auto fits where its leanest policy fits; which one it trains with is chosen below
-        chosen = min(candidates, key=lambda n: estimate(n, batch, spatial))
-        est = estimate(chosen, batch, spatial)
-        total = est + opt_bytes + batch_bytes
+        sized = {n: estimate(n, batch, spatial, v == "batch") for n in candidates}
+        chosen = min(candidates, key=lambda n: sized[n])
+        step = StepBytes(sized[chosen], *step_extra_bytes(cfg, full, optimizer))
         return {
             "vary": v, "checkpointing": name, "checkpointing_chosen": chosen,
             "precision": precision, "batch_size": batch,
-            "input_shape": "x".join(map(str, spatial)), "voxels": batch * math.prod(spatial),
-            "fits": total <= usable, "est_peak_mem_train_bytes": est,
-            "opt_state_bytes": opt_bytes, "batch_bytes": batch_bytes, "total_bytes": total,
-            "headroom_bytes": headroom, "budget_bytes": budget_bytes,
+            "input_shape": fmt_shape(spatial), "voxels": batch * math.prod(spatial),
+            "fits": step.total <= usable, "est_peak_mem_train_bytes": step.peak,
+            "opt_state_bytes": step.opt_state, "batch_bytes": step.batch,
+            "total_bytes": step.total, "headroom_bytes": headroom, "budget_bytes": budget_bytes,
         }  # fmt: skip
 
     rows = []
@@ -230,11 +225,6 @@ def _name_auto_choice(
     found["total_bytes"] = choice.total_bytes[choice.name]
 
 
-def _bytes0(value: int | str) -> int:
-    """A byte size that may be zero (a headroom)."""
-    return 0 if value in (0, "0") else parse_bytes(value)
-
-
 def _plan_one(
     v: str,
     name: str,
@@ -255,11 +245,11 @@ def _plan_one(
 
         n = len(cands)
         size = [math.prod(c) for c in cands]
-        # Probe the reference shape (its estimate is shared with the batch search) and one
-        # with about twice its voxels.
         start = cands.index(ref) if ref in cands else 0
-        other = min(max(bisect.bisect_left(size, 2 * size[start]), start + 1), n - 1)
-        probe = [start, other if other != start else max(start - 1, 0)]
+        # Activations grow with voxels times batch, so the reference shape at twice the
+        # batch stands in for twice the voxels; its estimate is shared with the batch search.
+        a, b = at(start), row(v, name, 2 * batch_size, cands[start])
+        xa, xb = size[start], 2 * size[start]
     else:
         n = 1 << 20
 
@@ -269,10 +259,8 @@ def _plan_one(
             return cache[i]
 
         size = None
-        probe = [0, 1]
-    # Linear fit of total bytes over voxels (or batch) from two probes predicts the answer.
-    a, b = at(probe[0]), at(probe[1])
-    xa, xb = (size[probe[0]], size[probe[1]]) if size else (1, 2)
+        (a, b), (xa, xb) = (at(0), at(1)), (1, 2)
+    # A linear fit of total bytes over voxels (or batch) through two probes predicts the answer.
     slope = (b["total_bytes"] - a["total_bytes"]) / max(xb - xa, 1)
     budget = a["budget_bytes"]
     x_fit = xa + (budget - a["total_bytes"]) / slope if slope > 0 else xb

@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from unetbench._errors import ConfigError
-
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
-_UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
-
-
-def parse_bytes(value: object, where: str = "memory_budget") -> int:
-    """``"8GiB"``, ``"512 MiB"``, ``"2GB"`` or an integer number of bytes."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(value))
-    if isinstance(value, str) and m and m.group(2).upper() in _UNITS:
-        n = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
-        if n > 0:
-            return n
-    raise ConfigError(
-        f"{where} must be a positive size like '8GiB', '512MiB' or bytes, but got {value!r}"
-    )
+from unetbench.units import parse_bytes as parse_bytes  # spec.py reads sizes through here
 
 
 def no_unknown(

@@ -65,22 +65,11 @@ class TorchEvaluator:
     def estimate_memory(
         self, spec: StudySpec, config: UNetConfig, checkpointing: str
     ) -> dict[str, int]:
-        from unetbench.profiler import estimate_train_memory
-        from unetbench.profiler.memory import step_extra_bytes
+        from unetbench.profiler.memory import estimate_step_bytes
 
-        peak = int(
-            estimate_train_memory(
-                config,
-                spec.patch_shape,
-                spec.batch_size,
-                checkpointing,
-                spec.precision,
-                spec.device,
-            )
-        )
         full = (spec.batch_size, config.in_channels, *spec.patch_shape)
-        opt_state, batch = step_extra_bytes(config, full)
-        return {"est_peak_mem_train_bytes": peak, "est_total_train_bytes": peak + opt_state + batch}
+        step = estimate_step_bytes(config, full, checkpointing, spec.precision, spec.device)
+        return {"est_peak_mem_train_bytes": step.peak, "est_total_train_bytes": step.total}
 
     def choose_checkpointing(
         self, spec: StudySpec, config: UNetConfig, budget_bytes: int | None

@@ -23,6 +23,7 @@ import optuna
 from optuna.trial import TrialState
 
 from unetbench._errors import ConfigError, UsageError
+from unetbench.device_names import parse_devices
 from unetbench.sweep.claims import ConfigClaims
 from unetbench.sweep.describe import record_description
 from unetbench.sweep.evaluator import Evaluator, TorchEvaluator
@@ -137,9 +138,8 @@ def _devices(spec: StudySpec, devices: str | Sequence[str] | None, check: bool) 
         if check:
             _check_device(spec.device)
         return [spec.device]
-    if not check:  # a stand-in evaluator: take the names as given
-        names = devices.split(",") if isinstance(devices, str) else list(devices)
-        return [d.strip() for d in names if d.strip()] or [spec.device]
+    if not check:  # a stand-in evaluator: the names need only be spelled right
+        return parse_devices(devices)
     from unetbench.profiler.devices import resolve_devices
 
     return resolve_devices(devices)
