@@ -180,7 +180,9 @@ DIFFERENCES = pd.DataFrame(
 
 
 def test_factor_effects_points_intervals_and_differences(tmp_path: Path) -> None:
-    fig = plot_factor_effects(LEVELS, DIFFERENCES, "val_dice")
+    other = LEVELS.rename(columns=lambda c: c.replace("val_dice", "val_iou"))
+    stacked = pd.concat([LEVELS.assign(objective="val_dice"), other.assign(objective="val_iou")])
+    fig = plot_factor_effects(stacked, DIFFERENCES, "val_dice")
     up, merge = (ax for ax in fig.axes if ax.get_visible())
     assert [up.get_title(), merge.get_title()] == ["up_mode", "merge_mode"]
     assert fig.get_suptitle() == (

@@ -458,10 +458,13 @@ def plot_factor_effects(
     """Mean ``objective`` over the configs of each option (95% CI), one panel per searched field.
 
     ``levels`` comes from ``stats.option_levels``; ``differences`` from
-    ``stats.option_differences`` (rows of other objectives, by its ``objective`` column, are
-    ignored). Under each panel: every option's difference to the field's reference option with
-    its interval, and whether it is larger than the seed noise.
+    ``stats.option_differences``; rows of other objectives (by an ``objective`` column) are
+    ignored in both. Under each panel: every option's difference to the field's reference
+    option with its interval, and whether that interval excludes 0.
     """
+    # Both tables may stack several objectives, told apart by their ``objective`` column.
+    if "objective" in levels.columns:
+        levels = levels[levels["objective"] == objective]
     if "objective" in differences.columns:
         differences = differences[differences["objective"] == objective]
     fields = list(dict.fromkeys(levels["field"]))
