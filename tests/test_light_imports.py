@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from unetbench.cli.main import SUBCOMMANDS
+
 
 @pytest.mark.parametrize(
     "code",
@@ -15,6 +17,8 @@ import pytest
         "from unetbench.cli.main import build_parser; build_parser()",
         "import unetbench.config; unetbench.config.UNetConfig(n_blocks=2).to_json()",
         "import unetbench.report, unetbench.gate.compare",
+        "import unetbench, unetbench.units, unetbench.device_names, unetbench.shapes",
+        "from unetbench.device_names import parse_devices; parse_devices('cuda:0,cuda:1')",
     ],
 )
 def test_no_torch(code: str) -> None:
@@ -23,11 +27,13 @@ def test_no_torch(code: str) -> None:
     assert out.stdout.strip() == "False", out.stderr
 
 
-def test_help_runs_without_torch() -> None:
+@pytest.mark.parametrize("argv", [[], *([name] for name in SUBCOMMANDS)], ids=str)
+def test_help_runs_without_torch(argv: list[str]) -> None:
+    """``unetbench --help`` and every ``unetbench SUBCOMMAND --help``."""
     probe = (
         "import sys\n"
         "from unetbench.cli.main import main\n"
-        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    code = e.code\n"
+        f"try:\n    main({[*argv, '--help']!r})\nexcept SystemExit as e:\n    code = e.code\n"
         "print(code, 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
