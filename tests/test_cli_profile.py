@@ -26,7 +26,7 @@ def test_profile_prints_a_table_and_writes_records(
     out = tmp_path / f"records{suffix}"
     assert main(["profile", *TINY, *FAST, "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "train MiB" in text and "est train MiB" in text
+    assert "peak_mem_train (MiB)" in text and "est_peak_mem_train (MiB)" in text
     assert "none" in text and "blocks" in text
     frame = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".json": pd.read_json}[suffix](out)
     assert list(frame["checkpointing"]) == ["none", "blocks"]
@@ -51,7 +51,7 @@ def test_plan_answers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     args = ["plan", "--set", "n_blocks=2", "--set", "start_filts=4", "--budget", "16MiB"]
     assert main([*args, "--shape", "8,16,16", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "total MiB" in text and "blocks" in text
+    assert "total (MiB)" in text and "blocks" in text
     assert len(pd.read_csv(out)) == 4
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,8 +110,8 @@ def validate_profile_args(
     config: Any, shape: tuple[int, ...], batch: int, device: str, policies: tuple[str, ...]
 ) -> None:
     """Refuse a bad shape, batch, device or policy before any progress bar or work starts."""
+    from unetbench.model.policies import get_policy
     from unetbench.profiler import _step, devices
-    from unetbench.profiler.policies import get_policy
 
     devices.resolve_device(device)
     for name in policies:
@@ -143,44 +142,8 @@ def write_frame(frame: pd.DataFrame, out: Path) -> None:
         frame.to_json(out, orient="records", indent=1)
 
 
-def _fmt(value: Any, scale: float, digits: int) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{float(value) / scale:,.{digits}f}"
-
-
-_UNITS: dict[str, tuple[str, float, int]] = {
-    # column -> (header, divisor, decimals)
-    "params": ("params", 1, 0),
-    "fwd_macs": ("fwd GMAC", 1e9, 2),
-    "train_flops": ("train GFLOP", 1e9, 2),
-    "peak_mem_train_bytes": ("train MiB", 2**20, 1),
-    "est_peak_mem_train_bytes": ("est train MiB", 2**20, 1),
-    "peak_reserved_train_bytes": ("reserved MiB", 2**20, 1),
-    "headroom_bytes": ("headroom MiB", 2**20, 1),
-    "opt_state_bytes": ("opt MiB", 2**20, 1),
-    "peak_mem_infer_bytes": ("infer MiB", 2**20, 1),
-    "train_step_s": ("train ms", 1e-3, 1),
-    "train_step_iqr_s": ("±IQR ms", 1e-3, 1),
-    "infer_s": ("infer ms", 1e-3, 1),
-    "train_voxels_per_s": ("train Mvox/s", 1e6, 3),
-    "est_total": ("", 1, 0),
-    "total_bytes": ("total MiB", 2**20, 1),
-    "budget_bytes": ("budget MiB", 2**20, 1),
-}
-
-
 def readable(frame: pd.DataFrame, columns: tuple[str, ...]) -> str:
-    """Render chosen columns of records as an aligned text table with units in the headers."""
-    table = {}
-    for col in columns:
-        if col not in frame:
-            continue
-        if col in _UNITS:
-            header, scale, digits = _UNITS[col]
-            table[header] = [_fmt(v, scale, digits) for v in frame[col]]
-        else:
-            table[col] = [str(v) for v in frame[col]]
-    import pandas as pd
+    """Chosen columns of records as an aligned text table with units in the headers."""
+    from unetbench.report.render import render_table
 
-    return pd.DataFrame(table).to_string(index=False)
+    return render_table(frame[[c for c in columns if c in frame]], style="text")

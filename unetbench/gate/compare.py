@@ -21,6 +21,7 @@ import pandas as pd
 
 from unetbench._errors import UsageError
 from unetbench.config import UNetConfig
+from unetbench.report.render import render_table
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -213,13 +214,7 @@ class ComparisonResult:
                 for r in shown.to_dict("records")
             ]
             head = ["row", "metric", "baseline", "current", "change", "tolerance", "status"]
-            widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
-            lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
-            lines.append("  ".join("-" * w for w in widths))
-            lines += [
-                "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                for row in cells
-            ]
+            lines.append(render_table(pd.DataFrame(cells, columns=head), style="text"))
         lines += self.notes
         n_reg = int(self.table["regression"].sum())
         verdict = "FAIL" if n_reg else "PASS"

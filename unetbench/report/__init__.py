@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from unetbench.report.build import TABLES, build_report, load_runs, load_trials
-from unetbench.report.markdown import markdown_table, summarize
+from unetbench.report.markdown import summarize
+from unetbench.report.render import render_table
 from unetbench.report.study import load_study_info
 from unetbench.report.tables import (
     checkpointing_savings,
@@ -23,8 +24,8 @@ __all__ = [
     "load_runs",
     "load_study_info",
     "load_trials",
-    "markdown_table",
     "pareto_front",
     "pareto_mask",
+    "render_table",
     "summarize",
 ]

@@ -121,6 +121,10 @@ def build_report(
     return tables
 
 
+def _has(table: pd.DataFrame, column: str) -> bool:
+    return column in table.columns and bool(table[column].notna().any())
+
+
 def _stack(parts: list[pd.DataFrame]) -> pd.DataFrame:
     """Rows of every part; an empty table with an ``objective`` column when there are none."""
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["objective"])
@@ -145,16 +149,15 @@ def _write_plots(tables: dict[str, pd.DataFrame], info: StudyInfo, out: Path) ->
 
     configs = tables["configs"]
     figures: dict[str, Any] = {}
-    if "val_dice" in configs.columns and configs["val_dice"].notna().any():
+    memory = [c for c in ("peak_mem_train_bytes", "est_peak_mem_train_bytes") if _has(configs, c)]
+    if _has(configs, "val_dice") and memory:
         figures["dice_vs_memory"] = plots.plot_dice_vs_memory(
             configs, objectives=info.objectives, memory_budget_bytes=info.memory_budget_bytes
         )
     if len(tables["checkpointing"]):
         figures["checkpointing"] = plots.plot_checkpointing(tables["checkpointing"])
-    if all(
-        c in configs.columns and configs[c].notna().any()
-        for c in ("train_flops", "train_voxels_per_s")
-    ):
+    speed = [c for c in configs.columns if c.startswith("train_voxels_per_s") and _has(configs, c)]
+    if speed and any(_has(configs, c) for c in configs.columns if c.startswith("train_flops")):
         figures["throughput_vs_flops"] = plots.plot_throughput_vs_flops(configs)
     effects, levels = tables["factor_effects"], tables["factor_levels"]
     for o in info.objectives:

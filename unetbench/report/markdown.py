@@ -7,7 +7,6 @@ its 95% interval is one cell: ``0.871 [0.853, 0.889]``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,10 +14,11 @@ import numpy as np
 import pandas as pd
 
 from unetbench.report._units import format_cell, scale_for
+from unetbench.report.render import cell, render_table
 from unetbench.report.stats import CONFIDENCE
 from unetbench.studyinfo import StudyInfo
 
-__all__ = ["findings", "markdown_table", "summarize", "write_markdown"]
+__all__ = ["findings", "summarize", "write_markdown"]
 
 _PCT = f"{CONFIDENCE:.0%}"
 _TITLES = {
@@ -28,51 +28,6 @@ _TITLES = {
     "failures": "Infeasible and failed trials by reason",
     "configs": "All configs",
 }
-_SUFFIXES = ("_bytes", "_s", "_flops", "_macs", "_pct")
-
-
-def _unit_header(column: str, values: pd.Series) -> tuple[float, str]:
-    """Divisor and header for a numeric column: the unit replaces the name's unit suffix."""
-    if column.endswith("_per_s") or (not column.endswith(_SUFFIXES) and column != "params"):
-        return 1.0, column
-    numbers = pd.to_numeric(values, errors="coerce")
-    divisor, unit = scale_for(column, numbers.to_numpy(dtype=float))
-    base = column
-    for suffix in ("_bytes", "_s", "_pct"):
-        if column.endswith(suffix):
-            base = column[: -len(suffix)]
-    return divisor, f"{base} ({unit})"
-
-
-def _cell(value: object, divisor: float) -> str:
-    if isinstance(value, bool | np.bool_):
-        return str(bool(value))  # as the sentences and the study spec write it
-    if not isinstance(value, int | float | np.integer | np.floating):
-        return format_cell("", value)
-    number = float(value) / divisor
-    if math.isnan(number):
-        return ""
-    if number.is_integer() and abs(number) < 1e15:
-        return f"{int(number):,}" if abs(number) >= 1e4 else str(int(number))
-    return f"{number:,.0f}" if abs(number) >= 1e4 else f"{number:.4g}"
-
-
-def markdown_table(df: pd.DataFrame, *, max_rows: int | None = None) -> str:
-    """A GitHub Markdown table; numeric columns scaled to one unit named in the header."""
-    shown = df if max_rows is None else df.head(max_rows)
-    headers, columns = [], []
-    for name in shown.columns:
-        numeric = pd.api.types.is_numeric_dtype(shown[name]) and not pd.api.types.is_bool_dtype(
-            shown[name]
-        )
-        divisor, header = _unit_header(str(name), shown[name]) if numeric else (1.0, str(name))
-        headers.append(header)
-        columns.append([_cell(v, divisor) for v in shown[name]])
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cells) + " |" for cells in zip(*columns, strict=True)]
-    if max_rows is not None and len(df) > max_rows:
-        lines.append(f"\n({len(df) - max_rows} more rows in the CSV/Parquet file)")
-    return "\n".join(lines)
 
 
 def _with_interval(table: pd.DataFrame, metric: str) -> pd.Series:
@@ -81,7 +36,7 @@ def _with_interval(table: pd.DataFrame, metric: str) -> pd.Series:
     lows, highs = table.get(low, pd.Series(np.nan, table.index)), table.get(high)
     highs = pd.Series(np.nan, table.index) if highs is None else highs
     for mean, lo, hi in zip(table[metric], lows, highs, strict=True):
-        text = _cell(mean, 1.0)
+        text = cell(mean, 1.0)
         cells.append(text if pd.isna(lo) or pd.isna(hi) else f"{text} [{lo:.3g}, {hi:.3g}]")
     return pd.Series(cells, index=table.index)
 
@@ -200,6 +155,6 @@ def write_markdown(
             view = table[["label", "checkpointing", *numbers]]
         else:
             view = table
-        parts += [markdown_table(view, max_rows=60 if name == "configs" else None), ""]
-        (out / f"{name}.md").write_text(markdown_table(view) + "\n")
+        parts += [render_table(view, max_rows=60 if name == "configs" else None), ""]
+        (out / f"{name}.md").write_text(render_table(view) + "\n")
     (out / "report.md").write_text("\n".join(parts))
