@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +55,21 @@ def test_counting_macs_shows_users_no_fvcore_warnings() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_report_and_compare_runs_import_no_torch(tmp_path: Path) -> None:
+    """A whole `unetbench report` (tables and plots) and `unetbench compare` run."""
+    from test_report import make_trials, sweep_shaped, write_study
+
+    results = write_study(tmp_path / "demo", sweep_shaped(make_trials()))
+    make_trials().to_parquet(tmp_path / "records.parquet")
+    probe = (
+        "import sys\n"
+        "from unetbench.cli.main import main\n"
+        f"codes = [main(['report', {str(results)!r}]),\n"
+        f"         main(['compare', {str(tmp_path / 'records.parquet')!r},"
+        f" {str(tmp_path / 'records.parquet')!r}])]\n"
+        "print(codes, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[0, 0] False", out.stderr
