@@ -222,9 +222,7 @@ def checkpointing_savings(
     merged = (
         other.merge(base, on=key, suffixes=("", "_none"))
         if key
-        else other.assign(
-            **{f"{c}_none": base[c].median() for c in numbers}
-        )
+        else other.assign(**{f"{c}_none": base[c].median() for c in numbers})
     )
     out = merged[[*key, "checkpointing"]].copy()
     out.insert(0, "label", config_labels(merged, key) if key else "records")
