@@ -1,25 +1,26 @@
 """The committed baseline of deterministic metrics must match exactly, on every CI run.
 
 params, fwd_macs, fwd_flops, train_flops and est_peak_mem_train_bytes of the fixed regression
-set (unetbench.gate.suite.CASES) are counted on fake tensors / small inputs (no timing) and
+set (tests/regression_suite.py) are counted on fake tensors / small inputs (no timing) and
 compared with results/baselines/regression.json. A difference means the model, the counting or
-torch changed: if intended, run `.venv/bin/python -m unetbench.gate.suite --update` and commit.
+torch changed: if intended, run `.venv/bin/python scripts/update-baselines.py` and commit
+the file.
 """
 
 from __future__ import annotations
 
 import pytest
+from regression_suite import BASELINE_PATH, CASES, Case, compute_entries
 
 from unetbench.config import ACTIVATIONS, CONV_MODES, MERGE_MODES, UP_MODES
 from unetbench.gate import Baseline
-from unetbench.gate.suite import BASELINE_PATH, CASES, Case, compute_entries
 from unetbench.profiler import policy_names
 
 
 @pytest.fixture(scope="module")
 def baseline() -> Baseline:
     loaded = Baseline.load(BASELINE_PATH)
-    assert loaded.exists, f"{BASELINE_PATH} is missing; create it with the suite's --update"
+    assert loaded.exists, f"{BASELINE_PATH} is missing; create it with scripts/update-baselines.py"
     return loaded
 
 
@@ -32,7 +33,7 @@ def test_deterministic_metrics_match_baseline_exactly(case: Case, baseline: Base
         assert set(result.table["status"]) == {"same"}, (
             f"{name} differs from {BASELINE_PATH}:\n{result.format()}\n"
             f"{baseline.environment_note()}\n"
-            "If intended: .venv/bin/python -m unetbench.gate.suite --update, then commit."
+            "If intended: .venv/bin/python scripts/update-baselines.py, then commit the file."
         )
 
 

@@ -1,6 +1,6 @@
 """The project's regression suite (marker ``bench``; not part of the default run).
 
-For every config of the fixed regression set (unetbench.gate.suite.CASES, which uses every
+For every config of the fixed regression set (tests/regression_suite.py, which uses every
 config option and checkpointing policy) this times unetbench's training step with
 pytest-benchmark and stores params, FLOPs and memory in the benchmark's ``extra_info``.
 Timings are gated only as ratios measured in the same run, never as absolute seconds:
@@ -21,10 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from regression_suite import BASELINE_PATH, CASES, Case
 
 from unetbench.gate import Baseline
 from unetbench.gate.pytest_plugin import time_ratio
-from unetbench.gate.suite import BASELINE_PATH, CASES, Case
 
 pytestmark = pytest.mark.bench
 

@@ -2,16 +2,17 @@
 
 ``tests/test_baseline.py`` recomputes their deterministic metrics on every CI run and compares
 them exactly with ``results/baselines/regression.json``; ``tests/benchmarks/`` times them.
-After an intended change (new torch, new counting rule, model change), update the baseline::
+After an intended change (new torch, new counting rule, model change), rewrite the baseline
+with ``.venv/bin/python scripts/update-baselines.py`` and commit it.
 
-    .venv/bin/python -m unetbench.gate.suite --update
+This is the project's own choice of configs, so it lives with the tests, not in the package;
+the machinery it uses (:func:`unetbench.profiler.profile`, :class:`unetbench.gate.Baseline`)
+is the library's.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,9 @@ from typing import Any
 from unetbench._errors import UnetbenchError
 from unetbench.config import UNetConfig
 
-__all__ = ["BASELINE_PATH", "CASES", "Case", "compute_entries", "main"]
+__all__ = ["BASELINE_PATH", "CASES", "Case", "compute_entries"]
 
-log = logging.getLogger(__name__)
-
-BASELINE_PATH = Path(__file__).resolve().parents[2] / "results" / "baselines" / "regression.json"
+BASELINE_PATH = Path(__file__).resolve().parents[1] / "results" / "baselines" / "regression.json"
 
 
 @dataclass(frozen=True)
@@ -136,40 +135,3 @@ def compute_entries(cases: Iterable[Case] = CASES) -> dict[str, dict[str, Any]]:
             }
             entries[name] = {"setting": setting, "metrics": {m: int(row[m]) for m in EXACT_METRICS}}
     return entries
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m unetbench.gate.suite [--update] [--baseline PATH]``: check or rewrite."""
-    from unetbench.gate.baseline import Baseline, environment
-
-    parser = argparse.ArgumentParser(
-        prog="python -m unetbench.gate.suite",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--baseline", type=Path, default=BASELINE_PATH)
-    parser.add_argument("--update", action="store_true", help="rewrite the baseline file")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    entries = compute_entries()
-    baseline = Baseline.load(args.baseline)
-    if args.update:
-        baseline.entries, baseline.environment = entries, environment()
-        print(f"wrote {len(entries)} entries to {baseline.save()}")
-        return 0
-    failed = 0
-    for name, entry in entries.items():
-        if name not in baseline.entries:
-            print(f"{name}: not in {args.baseline}")
-            failed += 1
-            continue
-        result = baseline.compare(name, entry["metrics"])
-        if not result.passed:
-            print(f"{name}:\n{result.format()}")
-            failed += 1
-    print(f"{len(entries) - failed}/{len(entries)} entries match {args.baseline}")
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
