@@ -14,7 +14,7 @@ from regression_suite import BASELINE_PATH, CASES, Case, compute_entries
 
 from unetbench.config import ACTIVATIONS, CONV_MODES, MERGE_MODES, UP_MODES
 from unetbench.gate import Baseline
-from unetbench.profiler import policy_names
+from unetbench.model import policy_names
 
 
 @pytest.fixture(scope="module")

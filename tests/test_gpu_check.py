@@ -44,7 +44,7 @@ def _run(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
 
 
 def test_quick_cpu_run_passes(tmp_path: Path) -> None:
-    from unetbench.profiler import policy_names
+    from unetbench.model import policy_names
 
     out = tmp_path / "out"
     result = _run("--device", "cpu", "--quick", "--out", str(out), timeout=300)

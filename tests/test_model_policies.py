@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from unetbench import UNet, UsageError
-from unetbench.profiler import CheckpointPolicy, _step, get_policy, policy_names, register_policy
+from unetbench.model import (
+    CheckpointPolicy,
+    get_policy,
+    policy_names,
+    register_policy,
+    unregister_policy,
+)
+from unetbench.profiler import _step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -77,6 +84,10 @@ def test_a_registered_policy_is_profiled_like_the_builtins() -> None:
             estimate_train_memory(cfg, (8, 8, 8), checkpointing="none")
         )
     finally:
-        from unetbench.profiler import policies
+        unregister_policy("test_plain")
+    assert "test_plain" not in policy_names()
 
-        policies._REGISTRY.pop("test_plain")
+
+def test_a_policy_refuses_a_model_that_is_not_a_unet() -> None:
+    with pytest.raises(TypeError, match="run a unetbench UNet, not Sequential"):
+        get_policy("lean").forward(torch.nn.Sequential(), torch.zeros(1, 1, 8, 8, 8))

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from unetbench import UNetConfig, UsageError
+from unetbench.model import get_policy, policy_names
 from unetbench.precision import parse_precisions
-from unetbench.profiler import _step, estimate_train_memory, memory, plan, policy_names, profile
+from unetbench.profiler import _step, estimate_train_memory, memory, plan, profile
 from unetbench.profiler.auto import choose_policy
-from unetbench.profiler.policies import get_policy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

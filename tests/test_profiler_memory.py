@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from unetbench import UNetConfig
+from unetbench.model import CheckpointPolicy, get_policy
 from unetbench.profiler import _step, estimate_train_memory, memory
-from unetbench.profiler.policies import CheckpointPolicy, get_policy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

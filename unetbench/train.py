@@ -26,9 +26,8 @@ from unetbench.config import UNetConfig
 from unetbench.data.metrics import OverlapCounts
 from unetbench.data.patches import PatchSampler, predict_volume
 from unetbench.data.volumes import SegmentationData
-from unetbench.model import UNet
+from unetbench.model import UNet, get_policy
 from unetbench.precision import autocast, check_precision, grad_scaler
-from unetbench.profiler.policies import get_policy
 
 __all__ = ["TrainResult", "soft_dice_loss", "train_and_evaluate"]
 

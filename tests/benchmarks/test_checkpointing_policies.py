@@ -24,7 +24,8 @@ import torch
 
 from unetbench import UNet, UNetConfig
 from unetbench.gate.pytest_plugin import time_ratio
-from unetbench.profiler import _step, estimate_train_memory, get_policy
+from unetbench.model import get_policy
+from unetbench.profiler import _step, estimate_train_memory
 
 pytestmark = pytest.mark.bench
 

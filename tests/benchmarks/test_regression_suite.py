@@ -143,7 +143,7 @@ def test_checkpointed_step_vs_plain(benchmark: Any, case: Case, policy: str) -> 
     import torch
 
     from unetbench import UNet
-    from unetbench.profiler import get_policy
+    from unetbench.model import get_policy
 
     torch.manual_seed(0)
     model = UNet.from_config(case.config)

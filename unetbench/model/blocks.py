@@ -54,9 +54,34 @@ class DownConv(nn.Module):
         self.norm0 = layers.normalization(norm0, out_channels, dim)
         self.norm1 = layers.normalization(normalization, out_channels, dim)
 
+    # The block's public pieces: ``forward`` is made of them, and so is every checkpointing
+    # policy (``unetbench.model.policies``), grouping them into checkpoints in its own way.
+    # A unit applies its norm and activation inline, not through ``norm_act*``, so that the
+    # convolution's output is freed before the activation runs: under no_grad (a checkpoint's
+    # first pass) when each intermediate is freed sets the peak.
+
+    def unit1(self, x: torch.Tensor) -> torch.Tensor:
+        """First convolution, norm and activation."""
+        return self.act1(self.norm0(self.conv1(x)))
+
+    def unit2(self, t: torch.Tensor) -> torch.Tensor:
+        """Second convolution, norm and activation: the skip features."""
+        return self.act2(self.norm1(self.conv2(t)))
+
+    def convs(self, x: torch.Tensor) -> torch.Tensor:
+        """Both units: the block's output before pooling (the skip features)."""
+        return self.unit2(self.unit1(x))
+
+    def norm_act1(self, t: torch.Tensor) -> torch.Tensor:
+        """``unit1`` after its convolution (for a policy that keeps the convolution's output)."""
+        return self.act1(self.norm0(t))
+
+    def norm_act2(self, t: torch.Tensor) -> torch.Tensor:
+        """``unit2`` after its convolution: the block's last norm and activation."""
+        return self.act2(self.norm1(t))
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y = self.act1(self.norm0(self.conv1(x)))
-        y = self.act2(self.norm1(self.conv2(y)))
+        y = self.convs(x)
         return self.pool(y), y
 
 
@@ -110,6 +135,7 @@ class UpConv(nn.Module):
         padded = conv_mode == "same"
         self.concat = merge_mode == "concat"
         self.crop = not padded
+        self.gated = attention
         self.upconv = _upsampler(up_mode, in_channels, out_channels, dim, planar)
         merged = 2 * out_channels if self.concat else out_channels
         self.conv1 = layers.conv(merged, out_channels, dim, 3, planar, padded)
@@ -125,11 +151,83 @@ class UpConv(nn.Module):
             GridAttention(out_channels, in_channels, dim) if attention else NoAttention()
         )
 
-    def forward(self, enc: torch.Tensor, dec: torch.Tensor) -> torch.Tensor:
-        up = self.act0(self.norm0(self.upconv(dec)))
+    # The block's public pieces, in the order ``forward`` applies them; the checkpointing
+    # policies (``unetbench.model.policies``) group them into checkpoints. As in ``DownConv``,
+    # the units apply their norm and activation inline, and ``forward`` keeps its
+    # intermediates bound to the end: when each is freed sets the peak of a checkpoint's first
+    # (no_grad) pass.
+
+    def upsample(self, dec: torch.Tensor) -> torch.Tensor:
+        """The coarser decoder features ``dec`` up-sampled, normalized and activated."""
+        return self.act0(self.norm0(self.upconv(dec)))
+
+    def norm_act0(self, t: torch.Tensor) -> torch.Tensor:
+        """``upsample`` after ``upconv`` (for a policy that keeps the up-sampling's output)."""
+        return self.act0(self.norm0(t))
+
+    def skip_features(self, enc: torch.Tensor, dec: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        """The encoder's skip features as merged: cropped to ``up`` ('valid'), then gated."""
         if self.crop:
             enc = center_crop(enc, up)
-        enc = self.attention(enc, dec)
-        merged = torch.cat((up, enc), 1) if self.concat else up + enc
-        y = self.act1(self.norm1(self.conv1(merged)))
-        return self.act2(self.norm2(self.conv2(y)))
+        return self.attention(enc, dec)
+
+    def merge(self, up: torch.Tensor, enc: torch.Tensor) -> torch.Tensor:
+        """The up-sampled and the skip features, concatenated or added."""
+        return torch.cat((up, enc), 1) if self.concat else up + enc
+
+    def unit1(self, merged: torch.Tensor) -> torch.Tensor:
+        """First convolution (of the merged features), norm and activation."""
+        return self.act1(self.norm1(self.conv1(merged)))
+
+    def merge_conv1(self, up: torch.Tensor, enc: torch.Tensor) -> torch.Tensor:
+        """The first convolution of the merged features (before its norm)."""
+        return self.conv1(self.merge(up, enc))
+
+    @torch.jit.unused
+    def conv1_of_up(self, up: torch.Tensor) -> torch.Tensor:
+        """The up-sampled part of ``merge_conv1`` (bias included), for ``merge_mode='concat'``."""
+        return layers.conv_on_channels(self.conv1, up, 0, with_bias=True)
+
+    @torch.jit.unused
+    def conv1_of_skip(self, enc: torch.Tensor) -> torch.Tensor:
+        """The skip part of ``merge_conv1`` (no bias), for ``merge_mode='concat'``."""
+        # The up-sampled part comes first and has as many channels as the convolution writes.
+        first = self.conv1.out_channels
+        return layers.conv_on_channels(self.conv1, enc, first, with_bias=False)
+
+    @torch.jit.unused
+    def split_merge_conv1(self, up: torch.Tensor, enc: torch.Tensor) -> torch.Tensor:
+        """``merge_conv1`` without storing the concatenation: each part convolved on its own.
+
+        Equal up to rounding; with ``merge_mode='add'`` it is ``merge_conv1`` itself.
+        """
+        if not self.concat:
+            return self.merge_conv1(up, enc)
+        return self.conv1_of_up(up) + self.conv1_of_skip(enc)
+
+    @torch.jit.unused
+    def split_merge_unit(
+        self, enc: torch.Tensor, dec: torch.Tensor, up: torch.Tensor
+    ) -> torch.Tensor:
+        """Skip features merged with ``up`` and ``unit1`` by ``split_merge_conv1``: the
+        concatenation is never stored."""
+        return self.act1(self.norm1(self.split_merge_conv1(up, self.skip_features(enc, dec, up))))
+
+    def norm_act1(self, t: torch.Tensor) -> torch.Tensor:
+        """``unit1`` after its convolution (for a policy that keeps the convolution's output)."""
+        return self.act1(self.norm1(t))
+
+    def unit2(self, t: torch.Tensor) -> torch.Tensor:
+        """The tail: second convolution, norm and activation."""
+        return self.act2(self.norm2(self.conv2(t)))
+
+    def norm_act2(self, t: torch.Tensor) -> torch.Tensor:
+        """``unit2`` after its convolution: the block's last norm and activation."""
+        return self.act2(self.norm2(t))
+
+    def forward(self, enc: torch.Tensor, dec: torch.Tensor) -> torch.Tensor:
+        up = self.upsample(dec)
+        enc = self.skip_features(enc, dec, up)
+        merged = self.merge(up, enc)
+        y = self.unit1(merged)
+        return self.unit2(y)

@@ -6,11 +6,20 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unetbench.config import group_count
 
-__all__ = ["activation", "conv", "conv_transpose", "max_pool", "normalization"]
+__all__ = [
+    "activation",
+    "conv",
+    "conv_on_channels",
+    "conv_transpose",
+    "max_pool",
+    "normalization",
+]
 
 _CONV: dict[int, Any] = {2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_T: dict[int, Any] = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -26,11 +35,26 @@ def _extent(size: int, dim: int, planar: bool) -> tuple[int, ...]:
 
 def conv(
     in_ch: int, out_ch: int, dim: int, kernel: int, planar: bool = False, padded: bool = True
-) -> nn.Module:
+) -> nn.Conv2d | nn.Conv3d:
     """A stride-1 convolution; ``padded`` keeps the spatial shape ('same')."""
     size = _extent(kernel, dim, planar)
     padding = tuple(k // 2 for k in size) if padded else 0
-    return _CONV[dim](in_ch, out_ch, kernel_size=size, padding=padding)
+    made: nn.Conv2d | nn.Conv3d = _CONV[dim](in_ch, out_ch, kernel_size=size, padding=padding)
+    return made
+
+
+def conv_on_channels(
+    conv: nn.Conv2d | nn.Conv3d, x: torch.Tensor, first: int, with_bias: bool
+) -> torch.Tensor:
+    """``conv``'s weights for input channels ``first`` to ``first + x.shape[1]`` applied to ``x``.
+
+    A convolution of a concatenation is the sum of such partial convolutions (with the bias
+    added once), so a caller can convolve the parts of a merge without storing it.
+    """
+    weight = conv.weight[:, first : first + x.shape[1]]
+    bias = conv.bias if with_bias else None
+    fn = F.conv3d if isinstance(conv, nn.Conv3d) else F.conv2d
+    return fn(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def conv_transpose(in_ch: int, out_ch: int, dim: int, planar: bool = False) -> nn.Module:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -12,7 +13,12 @@ from unetbench.config import UNetConfig
 from unetbench.model.blocks import DownConv, UpConv
 from unetbench.model.checkpoint import checkpoint
 
-__all__ = ["UNet"]
+__all__ = ["DownFn", "UNet", "UpFn"]
+
+# How ``UNet.forward_with`` runs one block: ``down(block, x) -> (pooled, skip)`` and
+# ``up(block, skip, x) -> x``.
+DownFn = Callable[[DownConv, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+UpFn = Callable[[UpConv, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class UNet(nn.Module):
@@ -119,12 +125,36 @@ class UNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The loop of ``forward_with``, written out because TorchScript cannot pass functions.
         skips: list[torch.Tensor] = []
         for block in self.down_convs:
             x, before_pool = block(x)
             skips.append(before_pool)
         for i, block in enumerate(self.up_convs):
             x = block(skips[-(i + 2)], x)
+        return self.conv_final(x)
+
+    @property
+    @torch.jit.unused
+    def encoder_blocks(self) -> list[DownConv]:
+        """The encoder blocks, full resolution first."""
+        return cast("list[DownConv]", list(self.down_convs))
+
+    @property
+    @torch.jit.unused
+    def decoder_blocks(self) -> list[UpConv]:
+        """The decoder blocks, lowest resolution first (full resolution last)."""
+        return cast("list[UpConv]", list(self.up_convs))
+
+    @torch.jit.unused
+    def forward_with(self, x: torch.Tensor, down: DownFn, up: UpFn) -> torch.Tensor:
+        """``forward`` with each block run by ``down`` or ``up`` (e.g. under checkpointing)."""
+        skips: list[torch.Tensor] = []
+        for block in self.encoder_blocks:
+            x, before_pool = down(block, x)
+            skips.append(before_pool)
+        for i, dec_block in enumerate(self.decoder_blocks):
+            x = up(dec_block, skips[-(i + 2)], x)
         return self.conv_final(x)
 
     @torch.jit.unused
@@ -135,10 +165,4 @@ class UNet(nn.Module):
         backward. Gradients equal those of ``forward`` for any input (also one that does not
         require grad), and BatchNorm statistics are updated once per step.
         """
-        skips: list[torch.Tensor] = []
-        for block in self.down_convs:
-            x, before_pool = checkpoint(block, x)
-            skips.append(before_pool)
-        for i, block in enumerate(self.up_convs):
-            x = checkpoint(block, skips[-(i + 2)], x)
-        return self.conv_final(x)
+        return self.forward_with(x, checkpoint, checkpoint)

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from unetbench.model.policies import CheckpointPolicy
 from unetbench.precision import autocast, grad_scaler
 from unetbench.profiler import _step, devices
-from unetbench.profiler.policies import CheckpointPolicy
 from unetbench.profiler.timing import time_rounds
 
 __all__ = ["Row", "measure_inference", "measure_training"]

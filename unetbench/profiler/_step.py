@@ -19,7 +19,7 @@ from unetbench._errors import UsageError
 
 if TYPE_CHECKING:
     from unetbench.config import UNetConfig
-    from unetbench.profiler.policies import CheckpointPolicy
+    from unetbench.model.policies import CheckpointPolicy
 
 __all__ = [
     "MissingGradientError",

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from unetbench.model.policies import CheckpointPolicy, get_policy
 from unetbench.profiler import _step
-from unetbench.profiler.policies import CheckpointPolicy, get_policy
 
 __all__ = ["count_fwd_macs", "count_torch_flops", "format_unsupported"]
 

@@ -254,7 +254,7 @@ def _threads(train: Mapping[str, Any], src: str) -> int | None:
 def _validate_parts(spec: StudySpec) -> None:
     """Check the [data] table, checkpointing modes and profiler options with their owners."""
     from unetbench.data import DataSpec
-    from unetbench.profiler import policy_names
+    from unetbench.model.policies import policy_names
 
     src = spec.source
     try:
