@@ -23,12 +23,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 from urllib.parse import quote
 
 import psycopg2  # type: ignore[import-untyped]
 import pytest
 from psycopg2 import sql
+from skips import skip_or_fail
 
 # The server refuses to run as root; as root, every server command runs as this OS user.
 SERVER_OS_USER = "postgres"
@@ -83,13 +83,6 @@ class PostgresServer:
         finally:
             conn.close()
         return name
-
-
-def _skip_or_fail(reason: str) -> NoReturn:
-    """Skip the test, or fail it in CI, where a skipped server must not pass unnoticed."""
-    if os.environ.get("CI", "").strip().lower() == "true":
-        pytest.fail(f"{reason} (failing instead of skipping because CI=true)", pytrace=False)
-    pytest.skip(reason)
 
 
 def _has_binaries(bindir: Path) -> bool:
@@ -275,10 +268,10 @@ def postgres_server() -> Iterator[PostgresServer]:
     """
     bindir = find_bindir()
     if isinstance(bindir, str):
-        _skip_or_fail(bindir)
+        skip_or_fail(bindir)
     prefix = _server_command_prefix()
     if isinstance(prefix, str):
-        _skip_or_fail(prefix)
+        skip_or_fail(prefix)
 
     tmpdir = Path(tempfile.mkdtemp(prefix="unetbench-pg-"))
     runner = _Runner(prefix, tmpdir)

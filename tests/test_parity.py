@@ -12,13 +12,12 @@ import warnings
 
 import pytest
 import torch
+from skips import ELEKTRONN3_INSTALL, require
 from torch import nn
 
 from unetbench import UNet
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    reference = pytest.importorskip("elektronn3.models.unet")
+reference = require("elektronn3.models.unet", ELEKTRONN3_INSTALL)
 
 CASES = [
     # (kwargs, spatial input shape)

@@ -14,15 +14,14 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from skips import ELEKTRONN3_INSTALL, require
 from torch import nn
 
 from unetbench import UNet
 
 pytestmark = pytest.mark.bench
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    reference = pytest.importorskip("elektronn3.models.unet")
+reference = require("elektronn3.models.unet", ELEKTRONN3_INSTALL)
 
 SHAPE = (1, 1, 32, 64, 64)
 ROUNDS = 7

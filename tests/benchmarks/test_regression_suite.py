@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from regression_suite import BASELINE_PATH, CASES, Case
+from skips import ELEKTRONN3_INSTALL, require
 
 from unetbench.gate import Baseline
 from unetbench.gate.pytest_plugin import time_ratio
@@ -114,9 +115,10 @@ def check_against_baseline(name: str, info: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_train_step_vs_reference(benchmark: Any, case: Case) -> None:
     import torch
-    from elektronn3.models.unet import UNet as ReferenceUNet
 
     from unetbench import UNet
+
+    ReferenceUNet = require("elektronn3.models.unet", ELEKTRONN3_INSTALL).UNet
 
     torch.manual_seed(0)
     ours = UNet.from_config(case.config)
