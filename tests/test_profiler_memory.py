@@ -1,7 +1,9 @@
-"""Peak training memory: tracked CPU tensors, the fake-tensor estimate and the CUDA path agree."""
+"""Peak training memory: the fake-tensor estimate against the live tracker, torch's MemTracker
+and (marker gpu) the CUDA allocator."""
 
 from __future__ import annotations
 
+import math
 import resource
 from typing import Any
 
@@ -63,24 +65,43 @@ def test_tracked_cpu_peak_equals_fake_estimate_and_checkpointing_lowers_it(
         assert tracked["lean"] < tracked["none"]
 
 
-@pytest.mark.parametrize(("kwargs", "shape", "batch"), CASES[:4])
-def test_torch_memtracker_agrees_with_the_live_tracker(
-    kwargs: dict[str, Any], shape: tuple[int, ...], batch: int
+# MemTracker refuses a module called twice in one forward, which is how ``cheap`` recomputes
+# a block's norm and activation; its peak is checked against the CUDA allocator instead
+# (test_cuda_allocator_peak_matches_estimate, marker gpu).
+MEMTRACKER_POLICIES = tuple(p for p in POLICIES if p != "cheap")
+MEMTRACKER_CASES = [(*case, p) for case in CASES for p in MEMTRACKER_POLICIES]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize(("kwargs", "shape", "batch", "name"), MEMTRACKER_CASES)
+def test_fake_estimate_agrees_with_torch_memtracker(
+    kwargs: dict[str, Any], shape: tuple[int, ...], batch: int, name: str, precision: str
 ) -> None:
-    # MemTracker's module backward hooks keep a few gradients alive a little longer, so its
-    # peak is never lower and at most a few percent higher on these tiny nets.
+    """The fake-tensor estimate against torch's own tracker of a real step (independent).
+
+    MemTracker's module backward hooks keep a module's output gradient alive a little longer
+    than the step needs, so its peak is never lower than the estimate and at most one such
+    gradient higher; none is larger than a top-level feature map of the input's size.
+    """
     cfg = UNetConfig(**kwargs)
+    torch.manual_seed(0)
     model = _step.build_model(cfg)
-    x, target = _step.make_batch(cfg, _step.resolve_shape(cfg, shape, batch))
-    policy = get_policy("blocks")
-    ours = memory.tracked_peak_bytes(lambda: _step.train_step(model, policy, x, target), model)
-    theirs = memory.memtracker_peak_bytes(lambda: _step.train_step(model, policy, x, target), model)
-    assert ours <= theirs <= 1.05 * ours
+    model.train()
+    full_shape = _step.resolve_shape(cfg, shape, batch)
+    x, target = _step.make_batch(cfg, full_shape)
+    policy = get_policy(name)
+    theirs = memory.memtracker_peak_bytes(
+        lambda: _step.train_step(model, policy, x, target, precision=precision), model
+    )
+    estimate = estimate_train_memory(cfg, shape, batch, name, precision=precision)
+    top_feature_map = batch * cfg.start_filts * math.prod(full_shape[2:]) * 4
+    assert estimate <= theirs <= estimate + top_feature_map
 
 
-def test_default_config_reference_figures() -> None:
-    # Issue 3: 289.7 MiB for a training step of the default config at 1x1x32x64x64; per-block
-    # non-re-entrant checkpointing saves about a third.
+def test_default_config_estimates_regression_pin() -> None:
+    """Regression pins: the estimates this code gave for the default config at 1x1x32x64x64
+    (289.7 and 133.8 MiB; the README quotes them). The bounds on the ratios are design goals:
+    per-block checkpointing saves about a third, ``lean`` at least half."""
     plain = estimate_train_memory(UNetConfig(), (32, 64, 64))
     blocks = estimate_train_memory(UNetConfig(), (32, 64, 64), checkpointing="blocks")
     top_units = estimate_train_memory(UNetConfig(), (32, 64, 64), checkpointing="top_units")
@@ -126,23 +147,6 @@ def test_step_without_a_gradient_for_every_parameter_is_refused() -> None:
     frozen = sum(1 for _ in model.down_convs[0].parameters())  # conv weights/biases, norms
     with pytest.raises(_step.MissingGradientError, match=rf"^{frozen} parameters got no grad"):
         _step.train_step(model, policy, x, target)
-
-
-def test_cuda_peak_subtracts_the_baseline_and_adds_the_model(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    calls: list[str] = []
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: calls.append("sync"))
-    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d=None: calls.append("reset"))
-    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty"))
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d=None: 1000)
-    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d=None: 5000)
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda d=None: 2048)
-    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda d=None: 8192)
-    model = torch.nn.Linear(3, 2)  # 8 floats = 32 bytes
-    peak = memory.cuda_peak_bytes(lambda: calls.append("step"), model, torch.device("cuda"))
-    assert peak == (5000 - 1000 + 32, 8192 - 2048 + 32)
-    assert calls == ["sync", "empty", "reset", "step", "sync"]
 
 
 @pytest.mark.gpu
