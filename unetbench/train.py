@@ -142,7 +142,7 @@ def train_and_evaluate(
     Loss: cross-entropy, plus :func:`soft_dice_loss` if ``dice_loss``. Training stops at
     ``steps`` or after ``seconds`` of training, whichever comes first (a time limit makes the
     step count, and so the Dice, depend on machine speed). A non-finite loss stops training
-    with status ``'diverged'``. ``checkpointing`` names the profiler's policy for the training
+    with status ``'diverged'``. ``checkpointing`` names the checkpointing policy of the training
     forward (``none``, ``blocks``, ...), so a config that fits its memory budget only with
     checkpointing is trained with it. ``precision`` ``bf16``/``fp16`` runs forward and loss
     under autocast (float32 weights and Adam state; fp16 with a gradient scaler), validation
