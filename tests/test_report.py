@@ -195,7 +195,7 @@ def test_build_report_writes_every_table(tmp_path: Path) -> None:
     text = (results / "report" / "report.md").read_text()
     assert "## Pareto front" in text and "peak_mem_train (MiB)" in text
     lines = text.splitlines()
-    headers = [a for a, b in zip(lines, lines[1:], strict=False) if b.startswith("|---")]
+    headers = [a for a, b in itertools.pairwise(lines) if b.startswith("|---")]
     assert headers and not any("_bytes" in line for line in headers)
     assert "memory budget: 150 MiB" in text
     assert "attention = True instead of False: val_dice" in text
