@@ -174,3 +174,13 @@ def test_loading_the_plugin_does_not_import_torch() -> None:
     code = "import sys, unetbench.gate.pytest_plugin; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_time_ratio_summary_of_recorded_rounds() -> None:
+    from unetbench.gate.pytest_plugin import TimeRatio
+
+    ratio = TimeRatio((1.0, 2.0, 3.0, 4.0, 100.0))
+    assert ratio.median == 3.0
+    assert ratio.iqr == (1.5, 52.0)  # statistics.quantiles' default (exclusive) method
+    assert ratio.as_info("r") == {"r": 3.0, "r_iqr": [1.5, 52.0], "r_rounds": ratio.ratios}
+    assert str(TimeRatio((1.25,))) == "x1.250 (IQR 1.250-1.250, 1 rounds)"

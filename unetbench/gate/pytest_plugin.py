@@ -19,6 +19,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ import pytest
 if TYPE_CHECKING:
     from unetbench.gate.baseline import Baseline
 
-__all__ = ["UNetGate", "time_ratio"]
+__all__ = ["TimeRatio", "UNetGate", "measure_time_ratio", "time_ratio"]
 
 _STASH: pytest.StashKey[_Session] = pytest.StashKey()
 
@@ -112,19 +113,46 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         )
 
 
-def time_ratio(
+@dataclass(frozen=True)
+class TimeRatio:
+    """Per-round time ratios ``candidate / reference`` of one measurement, and their summary."""
+
+    ratios: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.ratios)
+
+    @property
+    def iqr(self) -> tuple[float, float]:
+        """First and third quartile of the per-round ratios (both the ratio with one round)."""
+        if len(self.ratios) < 2:
+            return (self.ratios[0], self.ratios[0])
+        q1, _, q3 = statistics.quantiles(self.ratios, n=4)
+        return (q1, q3)
+
+    def as_info(self, name: str) -> dict[str, Any]:
+        """``{name: median, name_iqr: [q1, q3], name_rounds: [...]}``, e.g. for a
+        pytest-benchmark's ``extra_info``, so that a saved run keeps the spread too."""
+        return {name: self.median, f"{name}_iqr": list(self.iqr), f"{name}_rounds": self.ratios}
+
+    def __str__(self) -> str:
+        q1, q3 = self.iqr
+        return f"x{self.median:.3f} (IQR {q1:.3f}-{q3:.3f}, {len(self.ratios)} rounds)"
+
+
+def measure_time_ratio(
     candidate: Callable[[], object],
     reference: Callable[[], object],
     *,
-    rounds: int = 7,
+    rounds: int = 8,
     warmup: int = 2,
-) -> float:
-    """How many times longer ``candidate`` takes than ``reference``, measured in this run.
+) -> TimeRatio:
+    """Time ``candidate`` against ``reference`` in this run, ``rounds`` times.
 
-    Each round times both back to back, alternating which goes first, and the result is the
-    median of the per-round ratios: the two calls of a round see the same machine load, so
-    load that comes and goes on a shared CI machine cancels out far better than in a ratio of
-    separately measured medians.
+    Each round times both back to back, alternating which goes first, and keeps the round's
+    ratio: the two calls of a round see the same machine load, so load that comes and goes on
+    a shared CI machine cancels out far better than in a ratio of separately measured medians.
     """
     if rounds < 1 or warmup < 0:
         raise ValueError(f"need rounds >= 1 and warmup >= 0, but got ({rounds=}, {warmup=})")
@@ -140,7 +168,19 @@ def time_ratio(
             fn()
             seconds[tag] = time.perf_counter() - start
         ratios.append(seconds["c"] / seconds["r"])
-    return statistics.median(ratios)
+    return TimeRatio(tuple(ratios))
+
+
+def time_ratio(
+    candidate: Callable[[], object],
+    reference: Callable[[], object],
+    *,
+    rounds: int = 8,
+    warmup: int = 2,
+) -> float:
+    """How many times longer ``candidate`` takes than ``reference``: the median of
+    :func:`measure_time_ratio`'s per-round ratios."""
+    return measure_time_ratio(candidate, reference, rounds=rounds, warmup=warmup).median
 
 
 class UNetGate:
@@ -194,7 +234,7 @@ class UNetGate:
         candidate: Callable[[], object],
         reference: Callable[[], object],
         *,
-        rounds: int = 7,
+        rounds: int = 8,
         warmup: int = 2,
         max_ratio: float | None = None,
     ) -> float:
