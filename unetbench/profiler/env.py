@@ -15,32 +15,24 @@ from typing import Any
 
 import torch
 
-__all__ = ["backend_flags", "commit_of_checkout", "device_name", "environment", "git_commit"]
+__all__ = ["backend_flags", "device_name", "environment", "git_commit"]
 
 
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str:
-    """The commit of the unetbench checkout this code runs from, "" when it is not one.
+def git_commit(directory: str | Path | None = None) -> str:
+    """HEAD of the git repository holding ``directory`` (default: the working directory).
 
-    Only a source checkout of unetbench itself counts: an installed package inside a user's
-    repository (a virtual environment in their project) must not report *their* commit.
+    That is the code being measured: a user profiling from their project's checkout gets
+    their commit, as pytest-benchmark records it; "" outside a repository or without git.
     """
-    return commit_of_checkout(Path(__file__).resolve().parents[2])
+    return _head(str(Path(directory if directory is not None else Path.cwd()).resolve()))
 
 
-def commit_of_checkout(root: Path) -> str:
-    """HEAD of the git repository whose top level is ``root`` and whose pyproject.toml names
-    the unetbench project; "" otherwise."""
-    try:
-        project = (root / "pyproject.toml").read_text(encoding="utf-8")
-    except OSError:
-        return ""
-    if not any(line.strip() == 'name = "unetbench"' for line in project.splitlines()):
-        return ""
+@functools.lru_cache(maxsize=8)
+def _head(directory: str) -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel", "HEAD"],
-            cwd=root,
+            ["git", "rev-parse", "HEAD"],
+            cwd=directory,
             capture_output=True,
             text=True,
             timeout=5,
@@ -48,10 +40,8 @@ def commit_of_checkout(root: Path) -> str:
         )
     except (OSError, subprocess.SubprocessError):
         return ""
-    lines = out.stdout.split()
-    if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != root.resolve():
-        return ""
-    return lines[1]
+    head = out.stdout.strip()
+    return head if out.returncode == 0 and len(head) == 40 else ""
 
 
 def device_name(device: torch.device) -> str:
