@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The device run behind the README's GPU figures: gpu-check, then the default U-Net in fp32 and
-# bf16 at the README's two patch sizes with the largest cube for 11 GiB, into $OUT (or
+# The device run behind the GPU figures in docs/benchmarks.md: gpu-check, then the default U-Net
+# in fp32 and bf16 at the two documented patch sizes with the largest cube for 11 GiB, into $OUT (or
 # results/gpu-check). Needs a CUDA machine; `bash scripts/gpu-run.sh`.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -14,8 +14,8 @@ the same way, so a new policy is one :func:`register_policy` call. Built in:
 * ``lean``: like ``blocks`` below the top level; at full resolution the encoder block is one
   checkpoint, the decoder's up-sampling, merge and first convolution another (so only the
   low-resolution decoder input is kept, not the up-sampled tensor, and the concatenation is
-  never stored) and its second convolution a third. About -54% on the default config, against
-  -48% for ``top_units``, for the same recomputation.
+  never stored) and its second convolution a third. Lower peak than ``top_units`` for the
+  same recomputation.
 * ``cheap``: keeps every expensive convolution's output (before its norm) and recomputes only
   the cheap operations between two of them: norms, activations, pooling, up-sampling
   (transposed or 1-wide; a 3-wide resize convolution's output is kept), attention gates,
@@ -24,9 +24,10 @@ the same way, so a new policy is one :func:`register_policy` call. Built in:
   the early stop skips, so no 3-wide convolution runs twice. The skips are not kept either:
   the decoder applies the encoder block's last norm and activation once more, statistics
   frozen (not for random activations like RReLU, whose skips are kept). At full resolution
-  the first decoder convolution is split as in ``top_units``. Default config: -57% peak
-  (``lean``: -54%) for +0.7% training FLOPs (``blocks``, ``top_units``, ``lean``: +33%);
-  the extra time is mostly the recomputed norms.
+  the first decoder convolution is split as in ``top_units``. The lowest peak of the
+  built-in policies for almost no extra training FLOPs (the others recompute every forward
+  convolution); the extra time is mostly the recomputed norms. Measured savings and step
+  times are in docs/benchmarks.md.
   With RReLU the early stop is off (see ``unetbench.model.checkpoint``), so such models
   recompute the convolutions as well.
 

@@ -102,8 +102,8 @@ def profile(
     memory_budget: int | str | None = None,
     memory_headroom: int | str | None = None,
 ) -> pd.DataFrame:
-    """Profile a U-Net: one row per (checkpointing policy, precision); columns: README,
-    "Record columns".
+    """Profile a U-Net: one row per (checkpointing policy, precision); the columns are
+    described in docs/profiler.md.
 
     Args:
         config_or_model: A UNetConfig, or a unetbench UNet (profiled on a copy, so its
