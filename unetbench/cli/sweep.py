@@ -1,4 +1,4 @@
-"""``unetbench sweep studies/X.toml``: run or resume a study (see the README, "Sweeps")."""
+"""``unetbench sweep studies/X.toml``: run or resume a study (see docs/sweeps.md)."""
 
 from __future__ import annotations
 
@@ -86,8 +86,9 @@ def run(args: argparse.Namespace) -> int:
             heartbeat_interval=args.heartbeat_interval,
             grace_period=args.grace_period,
         )
+    confirmed = f" and {result.n_confirm} confirmation trials" if result.n_confirm else ""
     print(
-        f"{result.study_name}: {result.n_complete} trials complete "
+        f"{result.study_name}: {result.n_complete} search trials{confirmed} complete "
         f"({result.n_feasible} feasible, {result.n_failed} failed runs)"
     )
     name = spec.objective_names[0]
