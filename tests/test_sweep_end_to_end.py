@@ -48,30 +48,57 @@ def test_smoke_study_leaves_trials_parquet_and_database(smoke_cli: tuple[Path, s
     results, stdout = smoke_cli
     spec = load_study_spec(SMOKE)
     frame = pd.read_parquet(results / "smoke" / "trials.parquet")
-    assert len(frame) == spec.n_trials
+    n_confirm = spec.confirm_top
+    assert (frame["role"] == "search").sum() == spec.n_trials
+    assert (frame["role"] == "confirm").sum() == n_confirm
     assert (frame["trial_state"] == "COMPLETE").all()
+    assert frame[frame["role"] == "search"]["config_key"].is_unique
     trained = frame[frame["status"] == "ok"]
     assert len(trained) >= 1 and trained["feasible"].all()
     assert trained["val_dice"].between(0, 1).all() and trained["val_iou"].between(0, 1).all()
+    assert (trained["steps_done"] == trained["train_steps"]).all()
+    assert (trained["train_steps"] == spec.steps).all()
     positive = ["peak_mem_train_bytes", "params", "train_s", "profile_s", "estimate_s",
                 "est_peak_mem_train_bytes", "est_total_train_bytes",
                 "peak_mem_train_bytes__blocks"]  # fmt: skip
+    searched = trained[trained["role"] == "search"]
     for col in positive:
-        assert (trained[col] > 0).all(), col
+        assert (searched[col] > 0).all(), col
+    confirmed = trained[trained["role"] == "confirm"]  # profile copied from the search trial
+    assert confirmed["profile_from"].isin(searched["trial_number"]).all()
+    assert confirmed["profile_s"].isna().all() and (confirmed["peak_mem_train_bytes"] > 0).all()
     for mode in ("none", "blocks"):
         assert (trained[f"status__{mode}"] == "ok").all()
     assert (trained["peak_mem_train_bytes__blocks"] < trained["peak_mem_train_bytes__none"]).all()
     assert set(trained["checkpointing"]) <= {"none", "blocks"}
-    illegal = frame[frame["status"] == "illegal"]
-    assert (~illegal["feasible"]).all() and illegal["reason"].str.contains("illegal").all()
+    assert "illegal" not in set(frame["status"])
+    runs = pd.read_parquet(results / "smoke" / "runs.parquet")
+    assert len(runs) == spec.n_trials * spec.repeats + n_confirm * (
+        spec.confirm_repeats - spec.repeats
+    )
+    assert runs["val_dice"].between(0, 1).all() and not runs["capped"].any()
+    assert (runs["steps_done"] == runs["train_steps"]).all()
+    confirm = runs[runs["role"] == "confirm"]
+    assert set(confirm["config_key"]) <= set(runs[runs["role"] == "search"]["config_key"])
+    assert set(confirm["train_seed"]) == {1000 * spec.seed + spec.repeats}
     assert f"optuna-dashboard sqlite:///{results.resolve()}" in stdout
+
+
+def test_running_the_finished_smoke_study_again_adds_nothing(smoke_cli: tuple[Path, str]) -> None:
+    results, _ = smoke_cli
+    before = pd.read_parquet(results / "smoke" / "trials.parquet")
+    result = run_sweep(SMOKE, results_dir=results, show_progress=False)
+    after = pd.read_parquet(results / "smoke" / "trials.parquet")
+    assert (result.n_complete, result.n_confirm) == (3, 1)
+    assert len(after) == len(before)
+    pd.testing.assert_series_equal(after["val_dice"], before["val_dice"])
 
 
 def test_smoke_study_opens_as_a_plain_optuna_study(smoke_cli: tuple[Path, str]) -> None:
     results, _ = smoke_cli
     url = f"sqlite:///{results / 'smoke' / 'study.db'}"
     (summary,) = optuna.get_all_study_summaries(url)
-    assert summary.study_name == "smoke" and summary.n_trials == 3
+    assert summary.study_name == "smoke" and summary.n_trials == 4  # 3 searched, 1 confirmed
     study = optuna.load_study(study_name="smoke", storage=url)
     assert study.metric_names == ["val_dice", "peak_mem_train_bytes"]
     for t in study.trials:
@@ -113,7 +140,7 @@ def test_optuna_dashboard_serves_the_study(smoke_cli: tuple[Path, str]) -> None:
     (summary,) = get("/api/studies")["study_summaries"]
     study = get(f"/api/studies/{summary['study_id']}")
     assert study["objective_names"] == ["val_dice", "peak_mem_train_bytes"]
-    assert len(study["trials"]) == 3
+    assert len(study["trials"]) == 4
     for trial in study["trials"]:
         assert len(trial["constraints"]) == 2
         assert {a["key"] for a in trial["user_attrs"]} >= {"status", "reason", "feasible"}

@@ -58,13 +58,18 @@ class FakeEvaluator:
 
     start_filts=64 does not fit the budget, 32 only with checkpointing; normalization='none'
     diverges; attention with start_filts=8 runs out of memory while training. ``delay``
-    seconds per training, and a marker file per training start in ``marker_dir``.
+    seconds per training, and a marker file per training start in ``marker_dir``; configs
+    with start_filts in ``slow_filts`` stop one step short, as if the time guard stopped them.
     """
 
-    def __init__(self, delay: float = 0.0, marker_dir: str | None = None) -> None:
+    def __init__(
+        self, delay: float = 0.0, marker_dir: str | None = None, slow_filts: tuple[int, ...] = ()
+    ) -> None:
         self.delay = delay
         self.marker_dir = marker_dir
+        self.slow_filts = slow_filts
         self.trained: list[str] = []
+        self.seeds: list[tuple[str, int]] = []  # (config, training seed) of every run
         self.train_modes: dict[tuple, str] = {}  # searched values -> mode trained with
         self.loads = 0
 
@@ -76,21 +81,25 @@ class FakeEvaluator:
         peak = config.start_filts * 1_000_000 * (2 if mode == "none" else 1)
         return {"est_peak_mem_train_bytes": peak, "est_total_train_bytes": peak + 1000}
 
-    def train(self, spec: StudySpec, config: Any, data: Any, checkpointing: str) -> dict[str, Any]:
+    def train(
+        self, spec: StudySpec, config: Any, data: Any, checkpointing: str, *, seed: int
+    ) -> dict[str, Any]:
         key = json.dumps(config.to_dict(), sort_keys=True)
         self.trained.append(key)
+        self.seeds.append((key, seed))
         self.train_modes[tuple(getattr(config, f) for f in SEARCHED)] = checkpointing
         if self.marker_dir is not None:
             Path(self.marker_dir, f"train-{time.monotonic_ns()}").touch()
         time.sleep(self.delay)
         if config.attention and config.start_filts == 8:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        dice = int(hashlib.sha256(key.encode()).hexdigest()[:6], 16) % 1000 / 1000
+        dice = int(hashlib.sha256(f"{key}:{seed}".encode()).hexdigest()[:6], 16) % 1000 / 1000
         if config.normalization == "none":
             nan = float("nan")
             return {"val_dice": 0.0, "val_iou": 0.0, "train_loss": nan, "steps_done": 1,
                     "train_s": 0.0, "status": "diverged", "reason": "loss is nan"}  # fmt: skip
-        return {"val_dice": dice, "val_iou": dice / 2, "train_loss": 1 - dice, "steps_done": 2,
+        steps = spec.steps - (config.start_filts in self.slow_filts)  # the time guard stops it
+        return {"val_dice": dice, "val_iou": dice / 2, "train_loss": 1 - dice, "steps_done": steps,
                 "train_s": self.delay, "status": "ok", "reason": ""}  # fmt: skip
 
     def profile(self, spec: StudySpec, config: Any) -> list[dict[str, Any]]:
@@ -277,10 +286,12 @@ def test_trials_frame_of_empty_study_has_the_leading_columns() -> None:
 class CrashingEvaluator(FakeEvaluator):
     """Training raises an ordinary bug for start_filts=8."""
 
-    def train(self, spec: StudySpec, config: Any, data: Any, checkpointing: str) -> dict[str, Any]:
+    def train(
+        self, spec: StudySpec, config: Any, data: Any, checkpointing: str, *, seed: int
+    ) -> dict[str, Any]:
         if config.start_filts == 8:
             raise ZeroDivisionError("division by zero in a custom loss")
-        return super().train(spec, config, data, checkpointing)
+        return super().train(spec, config, data, checkpointing, seed=seed)
 
 
 def test_any_exception_in_a_trial_is_an_infeasible_trial_with_its_reason(tmp_path: Path) -> None:
@@ -333,13 +344,15 @@ class FailedMeanwhileEvaluator(FakeEvaluator):
         self.storage_url = storage_url
         self.failed_from_outside: list[int] = []
 
-    def train(self, spec: StudySpec, config: Any, data: Any, checkpointing: str) -> dict[str, Any]:
+    def train(
+        self, spec: StudySpec, config: Any, data: Any, checkpointing: str, *, seed: int
+    ) -> dict[str, Any]:
         if not self.failed_from_outside:
             study = optuna.load_study(study_name="fake", storage=self.storage_url)
             (trial,) = study.get_trials(states=(TrialState.RUNNING,))
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             self.failed_from_outside.append(trial.number)
-        return super().train(spec, config, data, checkpointing)
+        return super().train(spec, config, data, checkpointing, seed=seed)
 
 
 def test_a_live_worker_whose_trial_was_failed_meanwhile_goes_on(tmp_path: Path) -> None:
@@ -363,9 +376,11 @@ class PrecisionEvaluator(FakeEvaluator):
         self.precisions: list[tuple[int, str]] = []
         self.auto_budgets: list[int | None] = []
 
-    def train(self, spec: StudySpec, config: Any, data: Any, checkpointing: str) -> dict[str, Any]:
+    def train(
+        self, spec: StudySpec, config: Any, data: Any, checkpointing: str, *, seed: int
+    ) -> dict[str, Any]:
         self.precisions.append((config.start_filts, spec.precision))
-        return super().train(spec, config, data, checkpointing)
+        return super().train(spec, config, data, checkpointing, seed=seed)
 
     def choose_checkpointing(
         self, spec: StudySpec, config: Any, budget_bytes: int | None

@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from unetbench._errors import ConfigError, UnetbenchError
+
 if TYPE_CHECKING:
     from unetbench.config import UNetConfig
     from unetbench.sweep.spec import StudySpec
@@ -23,7 +25,11 @@ class Evaluator(Protocol):
     """The measurements behind one trial. Instances must pickle (worker processes get a copy)."""
 
     def load_data(self, spec: StudySpec) -> Any:
-        """Build the study's data set once per worker process."""
+        """Build the study's data set once per worker process.
+
+        Raises ConfigError (or UsageError) for data the study cannot train on; a sweep calls
+        it once before it stores anything.
+        """
 
     def estimate_memory(
         self, spec: StudySpec, config: UNetConfig, checkpointing: str
@@ -36,11 +42,12 @@ class Evaluator(Protocol):
         """
 
     def train(
-        self, spec: StudySpec, config: UNetConfig, data: Any, checkpointing: str
+        self, spec: StudySpec, config: UNetConfig, data: Any, checkpointing: str, *, seed: int
     ) -> dict[str, Any]:
-        """Train under the spec's budget with the trial's checkpointing mode.
+        """Train ``spec.steps`` steps (``spec.seconds`` as a guard) with the trial's
+        checkpointing mode; ``seed`` fixes the initial weights and the patches.
 
-        Returns ``TrainResult.to_dict()`` keys (val_dice, status...).
+        Returns ``TrainResult.to_dict()`` keys (val_dice, steps_done, status...).
         """
 
     def profile(self, spec: StudySpec, config: UNetConfig) -> list[dict[str, Any]]:
@@ -58,9 +65,15 @@ class TorchEvaluator:
 
     def load_data(self, spec: StudySpec) -> Any:
         from unetbench.data import make_dataset
+        from unetbench.sweep.datacheck import check_data
 
         root = Path(spec.source).parent if spec.source.endswith(".toml") else None
-        return make_dataset(spec.data, root=root)
+        try:
+            data = make_dataset(spec.data, root=root)
+            check_data(spec, data)
+        except (UnetbenchError, OSError) as exc:  # OSError: a file h5py or numpy cannot read
+            raise ConfigError(f"{spec.source}: {exc}") from None
+        return data
 
     def estimate_memory(
         self, spec: StudySpec, config: UNetConfig, checkpointing: str
@@ -84,7 +97,7 @@ class TorchEvaluator:
         }
 
     def train(
-        self, spec: StudySpec, config: UNetConfig, data: Any, checkpointing: str
+        self, spec: StudySpec, config: UNetConfig, data: Any, checkpointing: str, *, seed: int
     ) -> dict[str, Any]:
         from unetbench.train import train_and_evaluate
 
@@ -97,7 +110,7 @@ class TorchEvaluator:
             seconds=spec.seconds,
             lr=spec.lr,
             dice_loss=spec.dice_loss,
-            seed=spec.seed,
+            seed=seed,
             device=spec.device,
             checkpointing=checkpointing,
             precision=spec.precision,

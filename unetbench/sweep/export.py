@@ -1,8 +1,10 @@
-"""Trials as one flat table: ``results/<study>/trials.parquet``, one row per trial."""
+"""A study as flat tables: ``trials.parquet`` (one row per trial) and ``runs.parquet`` (one row
+per training run, a trial times a seed) in ``results/<study>/``."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +13,22 @@ import pandas as pd
 
 from unetbench.sweep.liveness import REASON_ATTR_PREFIX, identity_of
 
-__all__ = ["export_trials", "trials_frame"]
+__all__ = ["RUN_COLUMNS", "export_results", "export_trials", "runs_frame", "trials_frame"]
 
 # Columns that lead the table, in this order; the rest follow as the trials recorded them.
 _LEADING = (
     "trial_number",
     "trial_state",
+    "role",
     "feasible",
     "status",
     "reason",
     "reused_from",
+    "config_key",
+    "train_seed",
+    "n_seeds",
+    "steps_done",
+    "train_steps",
     "val_dice",
     "val_iou",
     "train_loss",
@@ -29,8 +37,22 @@ _LEADING = (
     "train_voxels_per_s",
     "checkpointing",
 )
-# Bookkeeping attributes that are not record columns.
-_DROP = frozenset({"constraints", "config_key", "worker_start", "worker"})
+# Bookkeeping attributes that are not record columns (runs are in runs.parquet).
+_DROP = frozenset({"constraints", "worker_start", "worker", "runs"})
+#: Columns of runs.parquet, before the searched fields.
+RUN_COLUMNS = (
+    "trial_number",
+    "role",
+    "config_key",
+    "train_seed",
+    "steps_done",
+    "train_steps",
+    "capped",
+    "val_dice",
+    "val_iou",
+    "train_loss",
+    "train_s",
+)
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -51,10 +73,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row["trial_number"] = t.number
         row["trial_state"] = t.state.name
         row.setdefault("feasible", False)
+        row.setdefault("role", "search")  # a trial killed before it stored its row
         row["feasible"] = bool(row["feasible"]) and t.state.name == "COMPLETE"
-        for key, value in row.items():
-            if isinstance(value, list):
-                row[key] = "x".join(map(str, value)) if key != "planar_blocks" else str(value)
+        row = {key: _flat(key, value) for key, value in row.items()}
         row["datetime_start"] = t.datetime_start
         row["datetime_complete"] = t.datetime_complete
         rows.append(row)
@@ -68,8 +89,53 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 def export_trials(study: optuna.Study, path: Path) -> pd.DataFrame:
     """Write :func:`trials_frame` to ``path`` atomically (a kill never leaves half a file)."""
     frame = trials_frame(study)
+    _write(frame, path)
+    return frame
+
+
+def runs_frame(study: optuna.Study, searched: Sequence[str]) -> pd.DataFrame:
+    """One row per training run of a finished trial (a reused result trained nothing), with
+    the values of the ``searched`` fields."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        attrs = t.user_attrs
+        if "reused_from" in attrs or not isinstance(attrs.get("runs"), list):
+            continue
+        fields = {f: _flat(f, attrs.get(f)) for f in searched}
+        for run in attrs["runs"]:
+            rows.append(
+                {
+                    "trial_number": t.number,
+                    "role": attrs.get("role", "search"),
+                    "config_key": attrs.get("config_key"),
+                    "train_steps": attrs.get("train_steps"),
+                    **{c: run.get(c) for c in RUN_COLUMNS if c in run},
+                    **fields,
+                }
+            )
+    columns = [*RUN_COLUMNS, *searched]
+    frame = pd.DataFrame(rows, columns=columns)
+    if not frame.empty:
+        frame["capped"] = frame["capped"].astype(bool)
+    return frame
+
+
+def export_results(study: optuna.Study, study_dir: Path, searched: Sequence[str]) -> pd.DataFrame:
+    """Write ``trials.parquet`` and ``runs.parquet`` to ``study_dir``; returns the trials."""
+    _write(runs_frame(study, searched), study_dir / "runs.parquet")
+    return export_trials(study, study_dir / "trials.parquet")
+
+
+def _flat(key: str, value: Any) -> Any:
+    """A list value as trials.parquet writes it."""
+    if isinstance(value, list):
+        return "x".join(map(str, value)) if key != "planar_blocks" else str(value)
+    return value
+
+
+def _write(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path`` atomically (a kill never leaves half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     frame.to_parquet(tmp, index=False)
     os.replace(tmp, path)
-    return frame

@@ -8,7 +8,10 @@ propose the same configs again and again (optuna issues #3472 and #2864). Only t
 worker itself (kill, Ctrl-C, a dead machine) leaves a FAIL trial.
 
 A config is trained once per study, across all workers and machines: see
-:mod:`unetbench.sweep.claims`.
+:mod:`unetbench.sweep.claims`. A search trial trains its config with ``[train] repeats``
+seeds (:mod:`unetbench.sweep.repeats`); a confirmation trial (user attribute ``role``
+``"confirm"``, see :mod:`unetbench.sweep.confirm`) trains further seeds of a searched config
+and copies the memory and speed profile of its search trial instead of profiling again.
 
 The row is stored as the trial's user attributes (one JSON scalar per column, NaN as null so
 optuna-dashboard can show them) and exported to ``trials.parquet`` by the runner.
@@ -29,8 +32,11 @@ from unetbench._errors import ConfigError
 from unetbench.budget import usable_bytes
 from unetbench.oom import is_oom
 from unetbench.sweep.claims import ConfigClaims
+from unetbench.sweep.confirm import train_seeds
 from unetbench.sweep.evaluator import Evaluator, finite, free_memory
 from unetbench.sweep.liveness import WORKER_ATTR, Liveness, worker_identity
+from unetbench.sweep.repeats import RUN_KEYS, train_repeats
+from unetbench.sweep.sampling import role_of
 from unetbench.sweep.space import build_config, config_key, suggest
 
 AUTO = "auto"  # [profile] checkpointing = "auto"
@@ -38,13 +44,12 @@ AUTO = "auto"  # [profile] checkpointing = "auto"
 if TYPE_CHECKING:
     from unetbench.sweep.spec import StudySpec
 
-__all__ = ["CONSTRAINT_NAMES", "WORST_MINIMIZE", "TrialObjective", "constraints_from_attrs"]
+__all__ = ["CONSTRAINT_NAMES", "TrialObjective", "constraints_from_attrs"]
 
 _LOG = logging.getLogger(__name__)
-#: Objective value of a minimised column that could not be measured (an infeasible trial).
-WORST_MINIMIZE = 1e15
 #: Constraints of every trial (feasible when <= 0): estimated memory over the budget as a
-#: fraction of it, and 1 for a trial that failed (illegal config, out of memory, diverged).
+#: fraction of it, and 1 for a trial that failed (illegal config, out of memory, diverged,
+#: capped by the time guard).
 CONSTRAINT_NAMES = ("memory_over_budget", "failed")
 # Profile columns repeated per checkpointing mode as "<column>__<mode>".
 _PER_MODE = (
@@ -52,10 +57,17 @@ _PER_MODE = (
     "est_peak_mem_train_bytes",
     "peak_mem_train_bytes",
     "train_step_s",
+    "train_step_iqr_s",
     "train_voxels_per_s",
+    "train_flops",
 )
-# Row keys that describe this trial itself and are not copied when a result is reused.
-_OWN_KEYS = frozenset({"trial_number", "reused_from", "trial_s", "device", WORKER_ATTR})
+# Row keys that describe this trial itself and are not copied when a result is reused (a
+# reused trial trained nothing, so it has no runs of its own).
+_OWN_KEYS = frozenset(
+    {"trial_number", "reused_from", "trial_s", "device", WORKER_ATTR, "runs", "role"}
+)
+# Keys a confirmation trial does not copy from its search trial: it trains for itself.
+_NOT_PROFILE = RUN_KEYS | _OWN_KEYS | {"feasible", "constraints", "estimate_s", "profile_s"}
 
 
 def constraints_from_attrs(trial: optuna.trial.FrozenTrial) -> list[float]:
@@ -80,6 +92,7 @@ class TrialObjective:
         claims: ConfigClaims,
         on_start: Callable[[optuna.Trial], None] | None = None,
         poll_s: float = 2.0,
+        data: Any = None,
     ) -> None:
         self.spec = spec
         self.evaluator = evaluator
@@ -89,7 +102,7 @@ class TrialObjective:
         self.poll_s = poll_s
         self.claimed: tuple[str, int] | None = None
         self.trial_id: int | None = None  # the trial of the latest call
-        self._data: Any = None
+        self._data: Any = data  # loaded at the first training when None
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
         t0 = time.perf_counter()
@@ -97,12 +110,15 @@ class TrialObjective:
         self.trial_id = trial._trial_id
         trial.set_user_attr(WORKER_ATTR, worker_identity())  # one write: never half an identity
         with self.liveness.heartbeat(trial._trial_id):
+            # Optuna samples lazily, at the first suggest: propose the config now, while this
+            # worker still holds the creation lock, so no other worker proposes it as well.
+            _ = trial.relative_params
             if self.on_start is not None:
                 self.on_start(trial)
-            row: dict[str, Any] = {"trial_number": trial.number}
+            row: dict[str, Any] = {"trial_number": trial.number, "role": role_of(trial)}
             self._run(trial, row)
             row["trial_s"] = time.perf_counter() - t0
-            values = self._values(row)
+            values = self._values(row, trial.study)
             self._store(trial, row)
         return values
 
@@ -134,6 +150,8 @@ class TrialObjective:
         if self._reuse(trial, key, row):
             return
         try:
+            if row["role"] == "confirm":
+                return self._confirm(trial, spec, config, key, row)
             mode = self._choose_mode(spec, config, row)
             if mode is None:
                 usable = row["memory_usable_bytes"]
@@ -193,18 +211,47 @@ class TrialObjective:
     def _train_and_profile(
         self, spec: StudySpec, config: Any, mode: str, row: dict[str, Any]
     ) -> None:
-        if self._data is None:
-            self._data = self.evaluator.load_data(self.spec)
         try:
             self._measure(spec, config, mode, row)
         finally:
             free_memory()  # the next trial starts from the same baseline
 
+    def _train(
+        self, spec: StudySpec, config: Any, mode: str, seeds: list[int], row: dict[str, Any]
+    ) -> bool:
+        """Train one run per seed; False (and the row infeasible) unless all are ok."""
+        if self._data is None:
+            self._data = self.evaluator.load_data(self.spec)
+        try:
+            status, reason = train_repeats(
+                self.evaluator, spec, config, self._data, mode, seeds, row
+            )
+        finally:
+            free_memory()  # the next run starts from the same baseline
+        if status != "ok":
+            _infeasible(row, status, reason)
+        return status == "ok"
+
+    def _confirm(
+        self, trial: optuna.Trial, spec: StudySpec, config: Any, key: str, row: dict[str, Any]
+    ) -> None:
+        """Further seeds of a searched config; its profile is copied from the search trial."""
+        source = trial.study._storage.get_trial(
+            trial.study._storage.get_trial_id_from_study_id_trial_number(
+                trial.study._study_id, int(trial.user_attrs["confirm_of"])
+            )
+        )
+        row.update({k: v for k, v in source.user_attrs.items() if k not in _NOT_PROFILE})
+        row["profile_from"] = source.number
+        seeds = train_seeds(
+            spec, int(trial.user_attrs["repeat_start"]), int(trial.user_attrs["n_seeds"])
+        )
+        if self._train(spec, config, str(source.user_attrs["checkpointing_chosen"]), seeds, row):
+            row.update(status="ok", reason="", feasible=True)
+
     def _measure(self, spec: StudySpec, config: Any, mode: str, row: dict[str, Any]) -> None:
-        result = self.evaluator.train(spec, config, self._data, mode)
-        row.update(result)
-        if result.get("status", "ok") != "ok":
-            return _infeasible(row, str(result.get("status")), str(result.get("reason", "")))
+        if not self._train(spec, config, mode, train_seeds(spec, 0, spec.repeats), row):
+            return None
         t = time.perf_counter()
         auto = spec.checkpointing == (AUTO,)
         if auto:  # profile the policy auto chose, under its own name
@@ -216,8 +263,7 @@ class TrialObjective:
                 if col in rec:
                     row[f"{col}__{m}"] = rec[col]
         chosen = records.get(mode, {})
-        train_keys = set(result)
-        row.update({k: v for k, v in chosen.items() if k not in train_keys or k == "status"})
+        row.update({k: v for k, v in chosen.items() if k not in RUN_KEYS or k == "status"})
         row.update(checkpointing=AUTO if auto else mode, checkpointing_chosen=mode)
         if chosen.get("status", "ok") != "ok":
             return _infeasible(row, str(chosen["status"]), f"profile: {chosen.get('reason', '')}")
@@ -225,26 +271,27 @@ class TrialObjective:
         return None
 
     def _reuse(self, trial: optuna.Trial, key: str, row: dict[str, Any]) -> bool:
-        """Copy the result of a finished trial of the same config, or claim the config.
+        """Copy the result of a finished trial of the same config and role, or claim it.
 
         Waits while another live trial holds the claim; a claim of a dead trial is dropped.
         """
-        study, me = trial.study, trial._trial_id
+        study, me, role = trial.study, trial._trial_id, row["role"]
+        claim = key if role == "search" else f"{key}|{role}"
         while True:
             if self._copy_finished(study, trial.number, key, row):
                 return True
-            if self.claims.try_claim(key, me):
+            if self.claims.try_claim(claim, me):
                 if self._copy_finished(study, trial.number, key, row):
-                    self.claims.release(key, me)  # its owner finished and released meanwhile
+                    self.claims.release(claim, me)  # its owner finished and released meanwhile
                     return True
-                self.claimed = (key, me)
+                self.claimed = (claim, me)
                 return False
-            held = self.claims.holder(key)
+            held = self.claims.holder(claim)
             if held is None:
                 continue  # released between our two calls: try again at once
             claim_id, owner = held
             state = None if owner is None else _state(study, owner)
-            if owner is None and not self._others_running(study, me, key):
+            if owner is None and not self._others_running(study, me, key, role):
                 self.claims.drop(claim_id)  # its creator died before naming itself
             elif state in (TrialState.FAIL, None) and owner is not None:
                 self.claims.drop(claim_id)  # its owner died or was deleted
@@ -258,7 +305,7 @@ class TrialObjective:
         done = [
             t
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.number != number and t.user_attrs.get("config_key") == key
+            if t.number != number and _same(t, key, row["role"])
         ]
         if not done:
             return False
@@ -270,14 +317,16 @@ class TrialObjective:
         return True
 
     @staticmethod
-    def _others_running(study: optuna.Study, me: int, key: str) -> bool:
+    def _others_running(study: optuna.Study, me: int, key: str, role: str) -> bool:
         return any(
-            t._trial_id != me and t.user_attrs.get("config_key") == key
+            t._trial_id != me and _same(t, key, role)
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         )
 
-    def _values(self, row: dict[str, Any]) -> list[float]:
-        """Objective values; an unmeasured one (infeasible trial) gets a bad but finite value."""
+    def _values(self, row: dict[str, Any], study: optuna.Study) -> list[float]:
+        """Objective values. An unmeasured one (an infeasible trial) gets a finite value on
+        the scale of the measured ones, so plots stay readable: 0 for a maximised column, the
+        memory estimate or the largest value measured so far for a minimised one."""
         values = []
         for name, direction in self.spec.objectives:
             v: Any = row.get(name)
@@ -288,7 +337,7 @@ class TrialObjective:
                 elif name.endswith("_mem_train_bytes") and finite(est):
                     v = est
                 else:
-                    v = WORST_MINIMIZE
+                    v = _largest(study, name)
             values.append(float(v))
         budget = self.spec.memory_budget_bytes
         total: Any = row.get("est_total_train_bytes")
@@ -310,6 +359,19 @@ class TrialObjective:
 def _infeasible(row: dict[str, Any], status: str, reason: str) -> None:
     row.update(status=status, reason=reason, feasible=False)
     _LOG.info("trial %s infeasible: %s", row.get("trial_number"), reason)
+
+
+def _same(trial: optuna.trial.FrozenTrial, key: str, role: str) -> bool:
+    return trial.user_attrs.get("config_key") == key and role_of(trial) == role
+
+
+def _largest(study: optuna.Study, name: str) -> float:
+    """The largest value of ``name`` any COMPLETE trial measured; 0 if none did."""
+    seen: list[Any] = [
+        t.user_attrs.get(name)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    ]
+    return max((float(v) for v in seen if finite(v)), default=0.0)
 
 
 def _state(study: optuna.Study, trial_id: int) -> TrialState | None:
@@ -336,6 +398,8 @@ def _jsonable(value: Any) -> Any:
         return None
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)

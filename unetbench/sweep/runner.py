@@ -27,8 +27,9 @@ from unetbench.device_names import parse_devices
 from unetbench.sweep.claims import ConfigClaims
 from unetbench.sweep.describe import record_description
 from unetbench.sweep.evaluator import Evaluator, TorchEvaluator
-from unetbench.sweep.export import export_trials
+from unetbench.sweep.export import export_results
 from unetbench.sweep.liveness import Liveness
+from unetbench.sweep.sampling import role_of, search_plan
 from unetbench.sweep.spec import StudySpec, load_study_spec
 from unetbench.sweep.storage import StudyStorage, open_storage
 from unetbench.sweep.worker import (
@@ -51,7 +52,8 @@ class SweepResult:
     study_name: str
     storage: str  # give this to optuna-dashboard
     trials_path: Path
-    n_complete: int
+    n_complete: int  # COMPLETE search trials
+    n_confirm: int  # COMPLETE confirmation trials
     n_feasible: int
     n_failed: int
     best: dict[str, Any]  # the best feasible trial's row by the first objective ({} if none)
@@ -95,12 +97,16 @@ def run_sweep(
     if n < 1 or workers < 1:
         raise UsageError(f"n_trials and workers must be >= 1, got n_trials={n}, workers={workers}")
     evaluator = TorchEvaluator() if evaluator is None else evaluator
+    plan = search_plan(spec, n)
+    n = plan.n_trials
+    data = evaluator.load_data(spec)  # data mistakes end the sweep before anything is stored
     study_dir = Path(results_dir) / spec.name
     store = open_storage(storage, study_dir, heartbeat_interval, grace_period)
     study = _create_or_check(spec, store)
     record_description(study, spec, study_dir)
     Liveness(store).fail_dead(study)
     trials_path = study_dir / "trials.parquet"
+    searched = tuple(spec.search)
     bar = _Progress(spec, n, show_progress)
     try:
         if workers == 1:
@@ -111,24 +117,26 @@ def run_sweep(
                     store,
                     n,
                     evaluator,
-                    on_trial_end=lambda s: _after(s, bar, trials_path),
+                    on_trial_end=lambda s: _after(s, bar, study_dir, searched),
                     device=device_list[0],
+                    plan=plan,
+                    data=data,
                 )
         else:
             args = WorkerArgs(
                 spec, storage, str(study_dir), n, evaluator, 0, workers, None,
                 logging.getLogger().getEffectiveLevel(), cpu_threads(spec, workers),
-                heartbeat_interval, grace_period,
+                heartbeat_interval, grace_period, plan,
             )  # fmt: skip
-            _run_processes(args, device_list, study, bar, trials_path)
+            _run_processes(args, device_list, study, bar, study_dir)
     except KeyboardInterrupt:
         _LOG.warning("interrupted: finished trials are saved in %s", trials_path)
-        export_trials(study, trials_path)
+        export_results(study, study_dir, searched)
         raise
     finally:
         bar.close()
     ConfigClaims(store.storage, spec.name).drop_finished(study)
-    export_trials(study, trials_path)
+    export_results(study, study_dir, searched)
     return _result(spec, store, study, trials_path)
 
 
@@ -166,20 +174,31 @@ def _create_or_check(spec: StudySpec, store: StudyStorage) -> optuna.Study:
     )
     stored = study.user_attrs.get("unetbench_spec_hash")
     if stored is None:
-        study.set_user_attr("unetbench_spec_hash", spec.fingerprint())
-        study.set_user_attr(
-            "unetbench_spec", json.loads(json.dumps(_spec_dict(spec), default=list))
+        _describe(study, spec)
+    elif stored != spec.fingerprint() and not study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE,)
+    ):
+        # Nothing was measured under the old spec (its trials failed): take the new one.
+        _LOG.warning(
+            "study %r has no complete trial; its spec is replaced by %s", spec.name, spec.source
         )
-        study.set_user_attr("objectives", spec.objective_names)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # set_metric_names is "experimental"
-            study.set_metric_names(spec.objective_names)
+        _describe(study, spec)
     elif stored != spec.fingerprint():
         raise ConfigError(
             f"{spec.source}: study {spec.name!r} in {store.url} was run with a different spec "
             "(search, training, objectives...); rename the study or use another --results-dir"
         )
     return study
+
+
+def _describe(study: optuna.Study, spec: StudySpec) -> None:
+    """Store the spec's hash, the spec and the objective names in the study."""
+    study.set_user_attr("unetbench_spec_hash", spec.fingerprint())
+    study.set_user_attr("unetbench_spec", json.loads(json.dumps(_spec_dict(spec), default=list)))
+    study.set_user_attr("objectives", spec.objective_names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # set_metric_names is "experimental"
+        study.set_metric_names(spec.objective_names)
 
 
 def _spec_dict(spec: StudySpec) -> dict[str, Any]:
@@ -191,7 +210,7 @@ def _run_processes(
     devices: list[str],
     study: optuna.Study,
     bar: _Progress,
-    trials_path: Path,
+    study_dir: Path,
 ) -> None:
     ctx = multiprocessing.get_context("spawn")
     procs = [
@@ -211,7 +230,7 @@ def _run_processes(
             finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
             if finished != seen:
                 seen = finished
-                _after(study, bar, trials_path)
+                _after(study, bar, study_dir, tuple(args.spec.search))
     except KeyboardInterrupt:
         for p in procs:  # they got the same SIGINT; give them time to mark their trials FAIL
             p.join(timeout=30)
@@ -225,19 +244,21 @@ def _run_processes(
         _LOG.warning("%d worker process(es) exited with codes %s", len(bad), bad)
 
 
-def _after(study: optuna.Study, bar: _Progress, trials_path: Path) -> None:
+def _after(study: optuna.Study, bar: _Progress, study_dir: Path, searched: tuple[str, ...]) -> None:
     bar.update(study)
-    export_trials(study, trials_path)
+    export_results(study, study_dir, searched)
 
 
 class _Progress:
-    """tqdm bar: COMPLETE trials of n_trials, infeasible count and the best feasible value."""
+    """tqdm bar: COMPLETE trials of n_trials plus the confirmations, infeasible count and the
+    best feasible value."""
 
     def __init__(self, spec: StudySpec, n: int, enabled: bool) -> None:
         from tqdm.auto import tqdm
 
         self.name, self.direction = spec.objectives[0]
-        self.bar = tqdm(total=n, desc=spec.name, unit="trial", disable=not enabled)
+        total = n + (min(spec.confirm_top, n) if spec.confirm_repeats > spec.repeats else 0)
+        self.bar = tqdm(total=total, desc=spec.name, unit="trial", disable=not enabled)
 
     def update(self, study: optuna.Study) -> None:
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -274,7 +295,8 @@ def _result(spec: StudySpec, store: StudyStorage, study: optuna.Study, path: Pat
         study_name=spec.name,
         storage=store.url,
         trials_path=path,
-        n_complete=len(done),
+        n_complete=sum(role_of(t) == "search" for t in done),
+        n_confirm=sum(role_of(t) == "confirm" for t in done),
         n_feasible=sum(bool(t.user_attrs.get("feasible")) for t in done),
         n_failed=sum(t.state == TrialState.FAIL for t in trials),
         best={} if best is None else dict(best.user_attrs),

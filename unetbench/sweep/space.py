@@ -20,12 +20,22 @@ if TYPE_CHECKING:
     from unetbench.config import UNetConfig
     from unetbench.sweep.spec import StudySpec
 
-__all__ = ["build_config", "config_key", "param_choices", "suggest", "validate_space"]
+__all__ = [
+    "build_config",
+    "config_key",
+    "encode_param",
+    "legal_values",
+    "param_choices",
+    "suggest",
+    "validate_space",
+    "values_key",
+]
 
 # Fields that decide whether a patch shape is legal; always enumerated together.
 _SHAPE_FIELDS = ("n_blocks", "planar_blocks", "conv_mode")
-# Above this many combinations, validation enumerates each field with the shape fields only.
-_MAX_COMBINATIONS = 20_000
+# Above this many combinations, validation enumerates each field with the shape fields only,
+# and a sweep samples the space instead of listing its legal configs.
+MAX_COMBINATIONS = 20_000
 
 
 def param_choices(field: str, choices: tuple[Any, ...]) -> list[Any]:
@@ -33,6 +43,11 @@ def param_choices(field: str, choices: tuple[Any, ...]) -> list[Any]:
     if field == "planar_blocks":
         return [json.dumps(list(c)) for c in choices]
     return list(choices)
+
+
+def encode_param(field: str, value: Any) -> Any:
+    """The Optuna parameter value that stands for a field value (inverse of decode_param)."""
+    return json.dumps(list(value)) if field == "planar_blocks" else value
 
 
 def decode_param(field: str, value: Any) -> Any:
@@ -71,6 +86,34 @@ def config_key(config: UNetConfig, precision: str = "fp32") -> str:
     if precision != "fp32":
         d["precision"] = precision
     return json.dumps(d, sort_keys=True)
+
+
+def values_key(spec: StudySpec, values: dict[str, Any]) -> str | None:
+    """:func:`config_key` of sampled field values; None if they are not a legal config."""
+    try:
+        config = build_config(spec, values)
+    except (ConfigError, TypeError, ValueError):
+        return None
+    return config_key(config, values.get("precision", spec.precision))
+
+
+def legal_values(spec: StudySpec) -> list[dict[str, Any]] | None:
+    """Every legal combination of the searched fields (training fields included), in
+    product order; None if the space has more than ``MAX_COMBINATIONS`` combinations.
+
+    Legality is what :class:`~unetbench.UNetConfig` accepts: its own validation decides.
+    """
+    total = 1
+    for choices in spec.search.values():
+        total *= len(choices)
+    if total > MAX_COMBINATIONS:
+        return None
+    fields = list(spec.search)
+    combos = (
+        dict(zip(fields, combo, strict=True))
+        for combo in itertools.product(*(spec.search[f] for f in fields))
+    )
+    return [values for values in combos if values_key(spec, values) is not None]
 
 
 def validate_space(spec: StudySpec) -> None:
@@ -135,7 +178,7 @@ def _combinations(spec: StudySpec) -> Iterator[dict[str, Any]]:
         yield {}
         return
     groups = [fields]
-    if total > _MAX_COMBINATIONS:
+    if total > MAX_COMBINATIONS:
         shape = [f for f in _SHAPE_FIELDS if f in search]
         groups = [[f, *(s for s in shape if s != f)] for f in fields]
     for group in groups:

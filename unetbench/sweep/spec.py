@@ -63,6 +63,7 @@ SAMPLERS: dict[str, frozenset[str]] = {
     "nsga2": frozenset({"population_size", "mutation_prob", "crossover_prob"}),
     "tpe": frozenset({"n_startup_trials", "multivariate", "n_ei_candidates"}),
     "random": frozenset(),
+    "grid": frozenset(),  # every legal config once, in a seeded random order
 }
 #: Fields a study may search; the others (channels, dim, batch_norm) can only be fixed.
 SEARCHABLE = (
@@ -94,11 +95,13 @@ _TOP_KEYS = {
     "profile",
     "objectives",
     "sampler",
+    "confirm",
 }
 _TRAIN_KEYS = {
     "patch_shape", "batch_size", "steps", "seconds", "lr", "dice_loss", "device", "threads",
-    "precision",
+    "precision", "repeats",
 }  # fmt: skip
+_CONFIRM_KEYS = {"top", "repeats"}
 _PROFILE_KEYS = {"checkpointing", "options"}
 # Keyword options of unetbench.profiler.profile a study may set (timing effort, what to measure).
 _PROFILE_OPTIONS = {"warmup", "rounds", "max_seconds", "timing", "measure_memory", "count_flops"}
@@ -115,9 +118,12 @@ class StudySpec:
     data: dict[str, Any]  # passed unchanged to unetbench.data.make_dataset
     patch_shape: tuple[int, ...]
     batch_size: int
-    steps: int
+    steps: int  # every run trains exactly this many steps
     objectives: tuple[tuple[str, str], ...]  # (record column, "maximize" | "minimize")
-    seconds: float | None = None
+    seconds: float | None = None  # a guard: a run stopped by it is "capped", not feasible
+    repeats: int = 1  # training seeds per search trial; val_dice is their mean
+    confirm_top: int = 0  # configs of the Pareto front confirmed after the search; 0: none
+    confirm_repeats: int = 0  # seeds each confirmed config has in total
     lr: float = 1e-3
     dice_loss: bool = False
     device: str = "cpu"
@@ -148,10 +154,15 @@ class StudySpec:
         than mixing trials trained under different settings.
         """
         d = dataclasses.asdict(self)
-        for key in ("n_trials", "description", "source"):
+        # The confirmation round adds trials but changes none, so it can be added later.
+        for key in ("n_trials", "description", "source", "confirm_top", "confirm_repeats"):
             d.pop(key)
         # Fields added later count only when set, so studies run before them still resume.
-        for key, default in (("precision", "fp32"), ("memory_headroom_bytes", None)):
+        for key, default in (
+            ("precision", "fp32"),
+            ("memory_headroom_bytes", None),
+            ("repeats", 1),
+        ):
             if d[key] == default:
                 d.pop(key)
         blob = json.dumps(d, sort_keys=True, default=list)
@@ -200,6 +211,8 @@ def _parse(raw: Mapping[str, Any], src: str) -> StudySpec:
         raise ConfigError(f"{src}: sampler.name={sampler_name!r}; choose one of {sorted(SAMPLERS)}")
     no_unknown(sampler, SAMPLERS[sampler_name], src, f"sampler ({sampler_name}).")
     budget = raw.get("memory_budget")
+    repeats = as_int(train.get("repeats", 1), f"{src}: train.repeats")
+    top, confirm_repeats = _confirm(raw, repeats, src)
     return StudySpec(
         name=name,
         description=str(raw.get("description", "")),
@@ -212,6 +225,9 @@ def _parse(raw: Mapping[str, Any], src: str) -> StudySpec:
         batch_size=as_int(train.get("batch_size", 1), f"{src}: train.batch_size"),
         steps=as_int(train.get("steps"), f"{src}: train.steps"),
         seconds=as_seconds(train.get("seconds"), src),
+        repeats=repeats,
+        confirm_top=top,
+        confirm_repeats=confirm_repeats,
         lr=as_positive(train.get("lr", 1e-3), f"{src}: train.lr"),
         dice_loss=as_bool(train.get("dice_loss", False), f"{src}: train.dice_loss"),
         device=str(train.get("device", "cpu")),
@@ -228,6 +244,18 @@ def _parse(raw: Mapping[str, Any], src: str) -> StudySpec:
         sampler_options=sampler,
         source=src,
     )
+
+
+def _confirm(raw: Mapping[str, Any], repeats: int, src: str) -> tuple[int, int]:
+    if "confirm" not in raw:
+        return 0, 0
+    table = as_table(raw, "confirm", src)
+    no_unknown(table, _CONFIRM_KEYS, src, "confirm.")
+    for key in sorted(_CONFIRM_KEYS - set(table)):
+        raise ConfigError(f"{src}: missing required key confirm.{key}")
+    top = as_int(table["top"], f"{src}: confirm.top")
+    total = as_int(table["repeats"], f"{src}: confirm.repeats", low=repeats + 1)
+    return top, total
 
 
 def _headroom(raw: Mapping[str, Any], src: str) -> int | None:

@@ -1,11 +1,14 @@
-"""The loop one sweep worker runs: create trials until the study has ``n_trials`` COMPLETE.
+"""The loop one sweep worker runs: search trials until the study has ``n_trials`` COMPLETE,
+then the confirmation trials (see :mod:`unetbench.sweep.confirm`).
 
 Workers never count on each other: each one, under the storage's creation lock (local
-storages), fails the RUNNING trials of dead workers, counts COMPLETE and RUNNING trials, and
-either starts one more trial, waits for the running ones (failing them if their worker dies
-meanwhile), or stops. A trial that a remote worker started past ``n_trials`` (possible only on
-shared storages, which have no shared lock) is failed as surplus before it trains, so the
-study never ends with more than ``n_trials`` COMPLETE.
+storages), fails the RUNNING trials of dead workers, counts COMPLETE and RUNNING search
+trials, and either starts one more trial, waits for the running ones (failing them if their
+worker dies meanwhile), or goes on to the confirmation round, where it enqueues and runs the
+next confirmation no trial holds, waits for those under way, or stops. A search trial that a
+remote worker started past ``n_trials`` (possible only on shared storages, which have no
+shared lock) is failed as surplus before it trains, so the study never ends with more than
+``n_trials`` COMPLETE search trials. Confirmation trials do not count toward ``n_trials``.
 """
 
 from __future__ import annotations
@@ -27,13 +30,15 @@ import optuna
 from optuna.trial import TrialState
 
 from unetbench.sweep.claims import ConfigClaims
+from unetbench.sweep.confirm import confirm_todo
 from unetbench.sweep.evaluator import Evaluator
 from unetbench.sweep.liveness import Liveness
-from unetbench.sweep.objective import TrialObjective, constraints_from_attrs
+from unetbench.sweep.objective import TrialObjective
+from unetbench.sweep.sampling import SearchPlan, make_sampler, role_of, search_plan
 from unetbench.sweep.spec import StudySpec
 from unetbench.sweep.storage import StudyStorage, open_storage
 
-__all__ = ["make_sampler", "run_worker", "sampler_seed", "worker_process_main"]
+__all__ = ["run_worker", "sampler_seed", "worker_process_main"]
 
 _LOG = logging.getLogger(__name__)
 POLL_S = 2.0
@@ -41,20 +46,6 @@ POLL_S = 2.0
 
 class SurplusTrialError(Exception):
     """A trial started after the study already had n_trials COMPLETE or running."""
-
-
-def make_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
-    """The spec's sampler, seeded, with the memory budget and failures as constraints."""
-    opts: dict[str, Any] = dict(spec.sampler_options)
-    if not hasattr(optuna.Trial, "set_constraint"):  # Optuna < 5 only reads constraints when
-        opts["constraints_func"] = constraints_from_attrs  # a constraints_func is given
-    if spec.sampler == "nsga2":
-        opts.setdefault("population_size", 8)
-        return optuna.samplers.NSGAIISampler(seed=seed, **opts)
-    if spec.sampler == "tpe":
-        opts.setdefault("multivariate", True)
-        return optuna.samplers.TPESampler(seed=seed, **opts)
-    return optuna.samplers.RandomSampler(seed=seed)
 
 
 class _Lock:
@@ -129,23 +120,30 @@ def run_worker(
     on_trial_end: Callable[[optuna.Study], None] | None = None,
     workers: int = 1,
     device: str | None = None,
+    plan: SearchPlan | None = None,
+    data: Any = None,
 ) -> int:
-    """Run trials until the study has ``n_trials`` COMPLETE; returns how many this worker ran.
+    """Run search trials until the study has ``n_trials`` COMPLETE, then the confirmation
+    round; returns how many trials this worker ran.
 
-    ``device`` overrides ``spec.device`` for this worker (``--devices``).
+    ``device`` overrides ``spec.device`` for this worker (``--devices``); ``plan`` is
+    :func:`~unetbench.sweep.sampling.search_plan` (computed here if not given), which may
+    lower ``n_trials``; ``data`` is the study's data if it is loaded already.
     """
+    plan = search_plan(spec, n_trials) if plan is None else plan
+    n_trials = min(n_trials, plan.n_trials)
     existing = len(
         optuna.load_study(study_name=spec.name, storage=storage.storage).get_trials(deepcopy=False)
     )
     seed = sampler_seed(spec, existing, seed_offset, storage.shared or workers > 1)
     study = optuna.load_study(
-        study_name=spec.name, storage=storage.storage, sampler=make_sampler(spec, seed)
+        study_name=spec.name, storage=storage.storage, sampler=make_sampler(spec, seed, plan)
     )
     if device is not None and device != spec.device:
         spec = dataclasses.replace(spec, device=device)
     liveness = Liveness(storage)
     claims = ConfigClaims(storage.storage, spec.name)
-    objective = TrialObjective(spec, evaluator, liveness, claims)  # keeps the data loaded
+    objective = TrialObjective(spec, evaluator, liveness, claims, data=data)
     ran = 0
     while True:
         lock = _Lock(storage)
@@ -153,21 +151,55 @@ def run_worker(
         try:
             liveness.fail_dead(study)
             trials = study.get_trials(deepcopy=False)
-            complete = sum(t.state == TrialState.COMPLETE for t in trials)
-            running = sum(t.state == TrialState.RUNNING for t in trials)
-            if complete >= n_trials:
-                return ran
-            if complete + running >= n_trials:
+            search = [t for t in trials if role_of(t) == "search"]
+            complete = sum(t.state == TrialState.COMPLETE for t in search)
+            running = sum(t.state == TrialState.RUNNING for t in search)
+            if complete + running >= n_trials > complete:
                 lock.release()
                 time.sleep(POLL_S)  # others are finishing the last trials; one may die
                 continue
-            objective.on_start = functools.partial(_start_or_surplus, n_trials=n_trials, lock=lock)
+            if complete < n_trials:
+                objective.on_start = functools.partial(
+                    _start_or_surplus, n_trials=n_trials, lock=lock
+                )
+            elif not _next_confirmation(study, spec, trials):
+                if any(t.state == TrialState.RUNNING for t in trials):
+                    lock.release()
+                    time.sleep(POLL_S)  # a confirmation under way may die and need a rerun
+                    continue
+                return ran
+            else:
+                objective.on_start = functools.partial(_start, lock=lock)
             _run_one(study, objective, claims)
             ran += 1
         finally:
             lock.release()
         if on_trial_end is not None:
             on_trial_end(study)
+
+
+def _next_confirmation(
+    study: optuna.Study, spec: StudySpec, trials: list[optuna.trial.FrozenTrial]
+) -> bool:
+    """Enqueue the next confirmation trial unless one is waiting; False if none is left."""
+    if any(t.state == TrialState.WAITING for t in trials):
+        return True  # enqueued by a worker that did not get to run it: run it now
+    todo, _ = confirm_todo(spec, trials)
+    if not todo:
+        return False
+    item = todo[0]
+    study.enqueue_trial(
+        item.params,
+        user_attrs={
+            "role": "confirm",
+            "config_key": item.config_key,
+            "confirm_of": item.source,
+            "repeat_start": item.repeat_start,
+            "n_seeds": item.n_seeds,
+        },
+    )
+    _LOG.info("confirming trial %d's config with %d more seed(s)", item.source, item.n_seeds)
+    return True
 
 
 def _run_one(study: optuna.Study, objective: TrialObjective, claims: ConfigClaims) -> None:
@@ -193,11 +225,20 @@ def _run_one(study: optuna.Study, objective: TrialObjective, claims: ConfigClaim
             objective.claimed = None
 
 
+def _start(trial: optuna.Trial, lock: _Lock) -> None:
+    """Called by the objective once its trial exists: release the lock."""
+    lock.release()
+
+
 def _start_or_surplus(trial: optuna.Trial, n_trials: int, lock: _Lock) -> None:
     """Called by the objective once its trial exists: release the lock, refuse surplus."""
     lock.release()
+    if role_of(trial.study._storage.get_trial(trial._trial_id)) != "search":
+        return  # a confirmation enqueued by another worker: never surplus
     ahead = sum(
-        t.number < trial.number and t.state in (TrialState.COMPLETE, TrialState.RUNNING)
+        t.number < trial.number
+        and t.state in (TrialState.COMPLETE, TrialState.RUNNING)
+        and role_of(t) == "search"
         for t in trial.study.get_trials(deepcopy=False)
     )
     if ahead >= n_trials:
@@ -222,6 +263,7 @@ class WorkerArgs:
     threads: int | None
     heartbeat_interval: int | None
     grace_period: int | None
+    plan: SearchPlan | None = None
 
 
 def worker_process_main(args: WorkerArgs) -> None:
@@ -241,6 +283,7 @@ def worker_process_main(args: WorkerArgs) -> None:
                 seed_offset=args.seed_offset,
                 workers=args.workers,
                 device=args.device,
+                plan=args.plan,
             )
     except KeyboardInterrupt:
         _LOG.info("worker interrupted; its running trial is marked FAIL")

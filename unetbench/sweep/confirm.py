@@ -1,0 +1,101 @@
+"""Training seeds, and the confirmation round that retrains the best configs after a search.
+
+Every config is trained with the same list of seeds, so comparisons between configs are
+paired: repeat ``r`` of any config trains with seed ``1000 * spec.seed + r``. A search trial
+trains repeats ``0 .. repeats-1``. Once the search is done, the ``confirm_top`` best configs
+(the Pareto front over the study's objectives among feasible search trials, filled up from
+the next non-dominated ranks; within a rank, best first objective first) each get one
+confirmation trial that trains repeats ``repeats .. confirm_repeats-1``.
+
+The plan depends only on the finished search trials, so every worker, and a resumed sweep,
+computes the same one; an item is done or under way once a confirmation trial of its config
+is WAITING, RUNNING or COMPLETE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from unetbench.sweep.sampling import role_of
+from unetbench.sweep.spec import StudySpec
+
+__all__ = ["ConfirmItem", "confirm_todo", "pareto_ranked", "train_seeds"]
+
+_ACTIVE = (TrialState.WAITING, TrialState.RUNNING)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfirmItem:
+    """One confirmation trial to run: a config and the repeats it still needs."""
+
+    params: dict[str, Any]  # the Optuna parameters of the config's search trial
+    config_key: str
+    source: int  # number of the search trial of the config
+    repeat_start: int
+    n_seeds: int
+
+
+def train_seeds(spec: StudySpec, start: int, count: int) -> list[int]:
+    """Training seeds of repeats ``start .. start+count-1`` (the same for every config)."""
+    return [1000 * spec.seed + r for r in range(start, start + count)]
+
+
+def pareto_ranked(spec: StudySpec, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """Feasible COMPLETE search trials that trained (one per config), best first: by
+    non-dominated rank over the objectives, then by the first objective, then by number."""
+    seen: set[Any] = set()
+    ok = []
+    for t in sorted(trials, key=lambda t: t.number):
+        key = t.user_attrs.get("config_key")
+        if (
+            t.state == TrialState.COMPLETE
+            and role_of(t) == "search"
+            and t.user_attrs.get("feasible")
+            and "reused_from" not in t.user_attrs
+            and key not in seen
+            and t.values is not None
+        ):
+            seen.add(key)
+            ok.append(t)
+    signs = [1.0 if d == "maximize" else -1.0 for d in spec.directions]
+    gain = {t.number: [s * v for s, v in zip(signs, t.values, strict=True)] for t in ok}
+    ranked: list[FrozenTrial] = []
+    rest = ok
+    while rest:
+        front = [
+            t for t in rest if not any(_dominates(gain[o.number], gain[t.number]) for o in rest)
+        ]
+        ranked += sorted(front, key=lambda t: (-gain[t.number][0], t.number))
+        rest = [t for t in rest if t not in front]
+    return ranked
+
+
+def _dominates(a: list[float], b: list[float]) -> bool:
+    return all(x >= y for x, y in zip(a, b, strict=True)) and a != b
+
+
+def confirm_todo(spec: StudySpec, trials: Sequence[FrozenTrial]) -> tuple[list[ConfirmItem], int]:
+    """The confirmation items not yet done or under way, and how many are under way."""
+    if spec.confirm_top < 1 or spec.confirm_repeats <= spec.repeats:
+        return [], 0
+    confirm = [t for t in trials if role_of(t) == "confirm"]
+    done = {t.user_attrs.get("config_key") for t in confirm if t.state == TrialState.COMPLETE}
+    active = {t.user_attrs.get("config_key") for t in confirm if t.state in _ACTIVE}
+    todo = []
+    for t in pareto_ranked(spec, trials)[: spec.confirm_top]:
+        key = str(t.user_attrs["config_key"])
+        if key not in done and key not in active:
+            todo.append(
+                ConfirmItem(
+                    params=dict(t.params),
+                    config_key=key,
+                    source=t.number,
+                    repeat_start=spec.repeats,
+                    n_seeds=spec.confirm_repeats - spec.repeats,
+                )
+            )
+    return todo, sum(t.state in _ACTIVE for t in confirm)

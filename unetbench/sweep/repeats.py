@@ -1,0 +1,66 @@
+"""A trial's training runs: one per seed, each for exactly ``spec.steps`` steps.
+
+A trial's ``val_dice``, ``val_iou``, ``train_loss`` and ``train_s`` are the means over its
+runs; ``steps_done`` is the fewest steps any run made. ``[train] seconds`` is a guard, not a
+budget: a run it stops before ``steps`` is ``capped`` (its Dice measures the machine's load,
+not the config) and so is the trial, which is then infeasible. The first run that is not ok
+ends the trial. The runs are kept in the row (``runs``) for ``runs.parquet``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from unetbench.config import UNetConfig
+    from unetbench.sweep.evaluator import Evaluator
+    from unetbench.sweep.spec import StudySpec
+
+__all__ = ["MEAN_COLUMNS", "RUN_KEYS", "train_repeats"]
+
+#: Columns of a run that a trial reports as the mean over its runs.
+MEAN_COLUMNS = ("val_dice", "val_iou", "train_loss", "train_s")
+#: Row keys :func:`train_repeats` writes.
+RUN_KEYS = frozenset(
+    {*MEAN_COLUMNS, "runs", "train_seed", "n_seeds", "steps_done", "train_steps", "status"}
+    | {"reason"}
+)
+
+
+def train_repeats(
+    evaluator: Evaluator,
+    spec: StudySpec,
+    config: UNetConfig,
+    data: Any,
+    mode: str,
+    seeds: list[int],
+    row: dict[str, Any],
+) -> tuple[str, str]:
+    """Train ``config`` once per seed into ``row``; returns the trial's (status, reason)."""
+    runs: list[dict[str, Any]] = []
+    row.update(train_seed=seeds[0], n_seeds=len(seeds), train_steps=spec.steps, runs=runs)
+    status, reason = "ok", ""
+    for seed in seeds:
+        result = evaluator.train(spec, config, data, mode, seed=seed)
+        status = str(result.get("status", "ok"))
+        reason = str(result.get("reason", ""))
+        steps = int(result.get("steps_done", 0))
+        capped = status == "ok" and steps < spec.steps
+        if capped:
+            status = "capped"
+            reason = (
+                f"train.seconds={spec.seconds} stopped the run with seed {seed} after "
+                f"{steps} of {spec.steps} steps"
+            )
+        runs.append(
+            {"train_seed": seed, "steps_done": steps, "capped": capped, "status": status,
+             **{c: result.get(c) for c in MEAN_COLUMNS}}
+        )  # fmt: skip
+        row.update({k: v for k, v in result.items() if k not in RUN_KEYS})
+        if status != "ok":
+            break
+    row["steps_done"] = min(r["steps_done"] for r in runs)
+    for col in MEAN_COLUMNS:
+        values = [r[col] for r in runs if isinstance(r[col], (int, float))]
+        row[col] = sum(values) / len(values) if len(values) == len(runs) else float("nan")
+    return status, reason
