@@ -31,6 +31,7 @@ from optuna.trial import TrialState
 from unetbench._errors import ConfigError
 from unetbench.budget import usable_bytes
 from unetbench.oom import is_oom
+from unetbench.shapes import fmt_shape
 from unetbench.sweep.claims import ConfigClaims
 from unetbench.sweep.confirm import train_seeds
 from unetbench.sweep.evaluator import Evaluator, finite, free_memory
@@ -135,7 +136,7 @@ class TrialObjective:
         )
         row.update(
             batch_size=spec.batch_size,
-            input_shape=_fmt(spec.patch_shape),
+            input_shape=fmt_shape(spec.patch_shape),
             device=spec.device,
             precision=spec.precision,
         )
@@ -384,10 +385,6 @@ def _state(study: optuna.Study, trial_id: int) -> TrialState | None:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-def _fmt(shape: tuple[int, ...]) -> str:
-    return "x".join(str(s) for s in shape)
 
 
 def _jsonable(value: Any) -> Any:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from unetbench._errors import ConfigError
+from unetbench.shapes import fmt_shape
 
 if TYPE_CHECKING:
     import optuna
@@ -136,8 +137,8 @@ def validate_space(spec: StudySpec) -> None:
     dim = spec.fixed.get("dim", 3)
     if len(spec.patch_shape) != dim:
         raise ConfigError(
-            f"{src}: train.patch_shape {_fmt(spec.patch_shape)} has {len(spec.patch_shape)} axes "
-            f"but dim={dim}"
+            f"{src}: train.patch_shape {fmt_shape(spec.patch_shape)} has "
+            f"{len(spec.patch_shape)} axes but dim={dim}"
         )
     legal: dict[tuple[str, str], str | None] = {}
     first_error = None
@@ -156,7 +157,7 @@ def validate_space(spec: StudySpec) -> None:
         except ConfigError as exc:
             combo = ", ".join(f"{k}={_show(v)}" for k, v in values.items() if k in _SHAPE_FIELDS)
             raise ConfigError(
-                f"{src}: train.patch_shape {_fmt(spec.patch_shape)} is illegal for "
+                f"{src}: train.patch_shape {fmt_shape(spec.patch_shape)} is illegal for "
                 f"{combo or 'the fixed config'}: {exc}"
             ) from None
     if first_error is not None and not any(e is None for e in legal.values()):
@@ -185,10 +186,6 @@ def _combinations(spec: StudySpec) -> Iterator[dict[str, Any]]:
         base = {f: search[f][0] for f in fields if f not in group}
         for combo in itertools.product(*(search[f] for f in group)):
             yield {**base, **dict(zip(group, combo, strict=True))}
-
-
-def _fmt(shape: tuple[int, ...]) -> str:
-    return "x".join(str(s) for s in shape)
 
 
 def _show(value: Any) -> str:
