@@ -49,20 +49,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cli", ("unetbench.cli",)),
 )
 
-# Imports that go up or close a cycle today, as (importing module, imported module), to be
-# fixed in their files and then removed from here; any other such import fails the tests.
-KNOWN_VIOLATIONS: frozenset[tuple[str, str]] = frozenset(
-    {
-        # Cycles inside the sweep, each broken at import time by a function-level import:
-        # spec.from_dict calls space.validate_space, which reads spec.TRAINING_FIELDS;
-        ("unetbench.sweep.spec", "unetbench.sweep.space"),
-        ("unetbench.sweep.space", "unetbench.sweep.spec"),
-        # storage registers liveness.note_stale_trial, and liveness reads StudyStorage.
-        ("unetbench.sweep.liveness", "unetbench.sweep.storage"),
-        ("unetbench.sweep.storage", "unetbench.sweep.liveness"),
-    }
-)
-
 
 @dataclasses.dataclass(frozen=True)
 class Import:
@@ -193,18 +179,10 @@ def test_every_module_has_a_layer() -> None:
 
 
 def test_imports_only_go_down() -> None:
-    bad = [imp for imp in _upward() if (imp.source, imp.target) not in KNOWN_VIOLATIONS]
+    bad = list(_upward())
     assert not bad, "imports from a lower layer to a higher one:\n" + "\n".join(
         _describe(imp) for imp in bad
     )
-
-
-def test_known_violations_are_still_there() -> None:
-    """An entry of KNOWN_VIOLATIONS that no longer occurs is removed, so the list only
-    shrinks."""
-    seen = {(imp.source, imp.target) for imp in [*_upward(), *_cycle_imports()]}
-    stale = sorted(KNOWN_VIOLATIONS - seen)
-    assert not stale, f"fixed, remove from KNOWN_VIOLATIONS: {stale}"
 
 
 def _runtime_graph() -> dict[str, set[str]]:
@@ -243,11 +221,7 @@ def _cycle_imports() -> dict[Import, list[str]]:
 
 
 def test_no_import_cycles() -> None:
-    bad = {
-        imp: back
-        for imp, back in _cycle_imports().items()
-        if (imp.source, imp.target) not in KNOWN_VIOLATIONS
-    }
+    bad = _cycle_imports()
     assert not bad, "imports in a cycle:\n" + "\n".join(
         f"{imp}  [back: {' -> '.join(back)}]" for imp, back in bad.items()
     )

@@ -256,6 +256,30 @@ def test_five_workers_started_at_once_on_an_empty_database(tmp_path: Path, pg_ur
     assert len(keys) == len(set(keys))
 
 
+def test_grid_on_four_workers_trains_every_legal_config_exactly_once(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Workers proposing at the same moment claim configs atomically on the server."""
+    spec = tmp_path / "multi.toml"
+    spec.write_text(STUDY.format(n=16, steps=1).replace('name = "random"', 'name = "grid"'))
+    procs = {
+        f"w{i}": subprocess.Popen(
+            sweep_argv(spec, pg_url, tmp_path / f"w{i}"),
+            stdout=(tmp_path / f"w{i}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for i in range(4)
+    }
+    wait_all(procs, tmp_path, timeout=300)
+    for host, proc in procs.items():
+        assert proc.returncode == 0, tail(tmp_path / f"{host}.log")
+    trials = load(pg_url).get_trials()
+    keys = trained_keys(trials)
+    assert len(keys) == len(set(keys)) == 16  # 2 x 4 x 2 legal configs, none twice
+    assert all("reused_from" not in t.user_attrs for t in trials)
+
+
 def _open_and_create(url: str, barrier: multiprocessing.synchronize.Barrier) -> None:
     barrier.wait()
     store = open_storage(url, Path("."))

@@ -20,6 +20,7 @@ from test_sweep_mechanics import FakeEvaluator, fake_spec, load
 from unetbench import ConfigError
 from unetbench.sweep import StudySpec, load_study_spec, run_sweep
 from unetbench.sweep.confirm import pareto_ranked
+from unetbench.sweep.describe import stored_description
 
 STUDIES = Path(__file__).parent.parent / "studies"
 # 8 combinations, 6 legal: resize-conv cannot merge by addition.
@@ -280,7 +281,8 @@ def test_a_study_without_complete_trials_may_rerun_with_a_corrected_spec(
     result = sweep(corrected, tmp_path)
     assert result.n_complete == 2
     study = load(tmp_path)
-    assert study.user_attrs["unetbench_spec_hash"] == corrected.fingerprint()
+    described = stored_description(study)
+    assert described is not None and described.fingerprint == corrected.fingerprint()
     with pytest.raises(ConfigError, match="different spec"):
         sweep(fake_spec(n_trials=2, search=SMALL), tmp_path)
 

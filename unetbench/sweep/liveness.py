@@ -28,13 +28,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
-from unetbench.sweep.storage import StudyStorage
+if TYPE_CHECKING:
+    from unetbench.sweep.storage import StudyStorage
 
 __all__ = [
     "HEARTBEAT_ATTR",

@@ -45,13 +45,9 @@ AUTO = "auto"  # [profile] checkpointing = "auto"
 if TYPE_CHECKING:
     from unetbench.sweep.spec import StudySpec
 
-__all__ = ["CONSTRAINT_NAMES", "TrialObjective", "constraints_from_attrs"]
+__all__ = ["TrialObjective"]
 
 _LOG = logging.getLogger(__name__)
-#: Constraints of every trial (feasible when <= 0): estimated memory over the budget as a
-#: fraction of it, and 1 for a trial that failed (illegal config, out of memory, diverged,
-#: capped by the time guard).
-CONSTRAINT_NAMES = ("memory_over_budget", "failed")
 # Profile columns repeated per checkpointing mode as "<column>__<mode>".
 _PER_MODE = (
     "status",
@@ -69,12 +65,6 @@ _OWN_KEYS = frozenset(
 )
 # Keys a confirmation trial does not copy from its search trial: it trains for itself.
 _NOT_PROFILE = RUN_KEYS | _OWN_KEYS | {"feasible", "constraints", "estimate_s", "profile_s"}
-
-
-def constraints_from_attrs(trial: optuna.trial.FrozenTrial) -> list[float]:
-    """``constraints_func`` for Optuna < 5 (see :data:`CONSTRAINT_NAMES`); <= 0 is satisfied."""
-    value = trial.user_attrs.get("constraints")
-    return [float(v) for v in value] if isinstance(value, list) else [1.0, 1.0]
 
 
 class TrialObjective:
@@ -291,6 +281,9 @@ class TrialObjective:
             if held is None:
                 continue  # released between our two calls: try again at once
             claim_id, owner = held
+            if owner == me:  # the sampler claimed the config when it proposed it
+                self.claimed = (claim, me)
+                return False
             state = None if owner is None else _state(study, owner)
             if owner is None and not self._others_running(study, me, key, role):
                 self.claims.drop(claim_id)  # its creator died before naming itself

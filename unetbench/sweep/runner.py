@@ -10,7 +10,6 @@ their running trials FAIL, saves what finished and re-raises.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import multiprocessing
 import time
@@ -25,7 +24,7 @@ from optuna.trial import TrialState
 from unetbench._errors import ConfigError, UsageError
 from unetbench.device_names import parse_devices
 from unetbench.sweep.claims import ConfigClaims
-from unetbench.sweep.describe import record_description
+from unetbench.sweep.describe import record_description, stored_description
 from unetbench.sweep.evaluator import Evaluator, TorchEvaluator
 from unetbench.sweep.export import export_results
 from unetbench.sweep.liveness import Liveness
@@ -172,37 +171,24 @@ def _create_or_check(spec: StudySpec, store: StudyStorage) -> optuna.Study:
         directions=spec.directions,
         load_if_exists=True,
     )
-    stored = study.user_attrs.get("unetbench_spec_hash")
-    if stored is None:
-        _describe(study, spec)
-    elif stored != spec.fingerprint() and not study.get_trials(
-        deepcopy=False, states=(TrialState.COMPLETE,)
-    ):
+    described = stored_description(study)
+    # Studies made before the description only kept the spec's hash.
+    stored = described.fingerprint if described else study.user_attrs.get("unetbench_spec_hash")
+    if stored is not None and stored != spec.fingerprint():
+        if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            raise ConfigError(
+                f"{spec.source}: study {spec.name!r} in {store.url} was run with a different "
+                "spec (search, training, objectives...); rename the study or use another "
+                "--results-dir"
+            )
         # Nothing was measured under the old spec (its trials failed): take the new one.
         _LOG.warning(
             "study %r has no complete trial; its spec is replaced by %s", spec.name, spec.source
         )
-        _describe(study, spec)
-    elif stored != spec.fingerprint():
-        raise ConfigError(
-            f"{spec.source}: study {spec.name!r} in {store.url} was run with a different spec "
-            "(search, training, objectives...); rename the study or use another --results-dir"
-        )
-    return study
-
-
-def _describe(study: optuna.Study, spec: StudySpec) -> None:
-    """Store the spec's hash, the spec and the objective names in the study."""
-    study.set_user_attr("unetbench_spec_hash", spec.fingerprint())
-    study.set_user_attr("unetbench_spec", json.loads(json.dumps(_spec_dict(spec), default=list)))
-    study.set_user_attr("objectives", spec.objective_names)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # set_metric_names is "experimental"
         study.set_metric_names(spec.objective_names)
-
-
-def _spec_dict(spec: StudySpec) -> dict[str, Any]:
-    return {k: v for k, v in dataclasses.asdict(spec).items() if k != "source"}
+    return study
 
 
 def _run_processes(

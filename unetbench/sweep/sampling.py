@@ -15,7 +15,9 @@ searched field is in its relative search space) and
 
 A search trial holds a config while it is WAITING, RUNNING or COMPLETE (a FAIL trial, a killed
 worker's, gives its config back). The chosen config's key is written to the trial at once, so
-the next proposal sees it taken; workers on a local storage propose under its creation lock.
+the next proposal sees it taken, and the trial claims the config atomically (see
+:mod:`unetbench.sweep.claims`), so two workers proposing at the same moment on different
+machines of one PostgreSQL or gRPC storage never get the same config.
 
 Optuna's own samplers do not fit: GridSampler runs the full product, illegal combinations
 included, and BruteForceSampler needs a conditional search space and may hand one config to
@@ -35,6 +37,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from unetbench._errors import ConfigError
+from unetbench.sweep.claims import ConfigClaims
 from unetbench.sweep.space import (
     MAX_COMBINATIONS,
     decode_param,
@@ -45,17 +48,59 @@ from unetbench.sweep.space import (
 )
 from unetbench.sweep.spec import StudySpec
 
-__all__ = ["LegalSampler", "SearchPlan", "make_sampler", "role_of", "search_plan"]
+__all__ = [
+    "CONSTRAINT_NAMES",
+    "LegalSampler",
+    "SearchPlan",
+    "constraints_from_attrs",
+    "make_sampler",
+    "role_of",
+    "search_plan",
+]
 
 _LOG = logging.getLogger(__name__)
 _TRIES = 20  # proposals asked of the wrapped sampler before a random new config is taken
 _RANDOM_TRIES = 1000  # random draws for a new legal config when the space is not listed
 _HOLDING = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
+#: Constraints of every trial (feasible when <= 0): estimated memory over the budget as a
+#: fraction of it, and 1 for a trial that failed (illegal config, out of memory, diverged,
+#: capped by the time guard).
+CONSTRAINT_NAMES = ("memory_over_budget", "failed")
 
 
 def role_of(trial: FrozenTrial | optuna.Trial) -> str:
     """``"search"`` or ``"confirm"`` (trials of studies run before roles existed: search)."""
     return str(trial.user_attrs.get("role", "search"))
+
+
+def _claim(claims: ConfigClaims, study: optuna.Study, key: str, trial_id: int) -> bool:
+    """Claim ``key`` for the trial; a claim left by a finished or dead trial is taken over.
+
+    Claims are atomic in every storage (PostgreSQL and the gRPC proxy included), so two
+    workers proposing at the same moment on different machines never get the same config.
+    """
+    if claims.try_claim(key, trial_id):
+        return True
+    held = claims.holder(key)
+    if held is None:
+        return claims.try_claim(key, trial_id)
+    claim_id, owner = held
+    if owner == trial_id:
+        return True
+    try:
+        state = None if owner is None else study._storage.get_trial(owner).state
+    except KeyError:
+        state = None
+    if owner is not None and state not in (TrialState.RUNNING, TrialState.WAITING):
+        claims.drop(claim_id)  # its trial finished (the objective releases) or died
+        return claims.try_claim(key, trial_id)
+    return False
+
+
+def constraints_from_attrs(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """``constraints_func`` for Optuna < 5 (see :data:`CONSTRAINT_NAMES`); <= 0 is satisfied."""
+    value = trial.user_attrs.get("constraints")
+    return [float(v) for v in value] if isinstance(value, list) else [1.0, 1.0]
 
 
 class LegalSampler(optuna.samplers.BaseSampler):
@@ -98,8 +143,13 @@ class LegalSampler(optuna.samplers.BaseSampler):
             for t in study.get_trials(deepcopy=False, states=_HOLDING)
             if t.number != trial.number and role_of(t) == "search"
         }
-        values = self._choose(study, trial, taken)
-        key = values_key(self.spec, values)
+        claims = ConfigClaims(study._storage, study.study_name)
+        for _ in range(len(self.legal) if self.legal is not None else _TRIES):
+            values = self._choose(study, trial, taken)
+            key = values_key(self.spec, values)
+            if key is None or key in taken or _claim(claims, study, key, trial._trial_id):
+                break
+            taken.add(key)  # a worker on another machine took it a moment ago
         study._storage.set_trial_user_attr(trial._trial_id, "config_key", key)
         return {f: encode_param(f, v) for f, v in values.items()}
 
@@ -211,9 +261,7 @@ def make_sampler(spec: StudySpec, seed: int, plan: SearchPlan) -> LegalSampler:
         return LegalSampler(spec, None, plan.legal, seed)
     opts: dict[str, Any] = dict(spec.sampler_options)
     if not hasattr(optuna.Trial, "set_constraint"):  # Optuna < 5 only reads constraints when
-        from unetbench.sweep.objective import constraints_from_attrs  # a constraints_func
-
-        opts["constraints_func"] = constraints_from_attrs  # is given
+        opts["constraints_func"] = constraints_from_attrs  # a constraints_func is given
     base: optuna.samplers.BaseSampler
     if spec.sampler == "nsga2":
         opts.setdefault("population_size", 8)

@@ -33,6 +33,8 @@ __all__ = [
 ]
 
 # Fields that decide whether a patch shape is legal; always enumerated together.
+#: Searchable fields that describe how a config is trained, not the config itself.
+TRAINING_FIELDS = ("precision",)
 _SHAPE_FIELDS = ("n_blocks", "planar_blocks", "conv_mode")
 # Above this many combinations, validation enumerates each field with the shape fields only,
 # and a sweep samples the space instead of listing its legal configs.
@@ -70,7 +72,6 @@ def build_config(spec: StudySpec, values: dict[str, Any]) -> UNetConfig:
     Sampled training fields (``precision``) are not part of the config.
     """
     from unetbench.config import UNetConfig
-    from unetbench.sweep.spec import TRAINING_FIELDS
 
     kwargs = {k: v for k, v in {**spec.fixed, **values}.items() if k not in TRAINING_FIELDS}
     if "planar_blocks" in kwargs:
@@ -168,7 +169,6 @@ def validate_space(spec: StudySpec) -> None:
 
 
 def _combinations(spec: StudySpec) -> Iterator[dict[str, Any]]:
-    from unetbench.sweep.spec import TRAINING_FIELDS
 
     search = {f: c for f, c in spec.search.items() if f not in TRAINING_FIELDS}
     fields = list(search)

@@ -79,8 +79,6 @@ SEARCHABLE = (
     "conv_mode",
     "precision",  # not a UNetConfig field: the training precision (fp32, bf16, fp16)
 )
-#: Searchable fields that describe how a config is trained, not the config itself.
-TRAINING_FIELDS = ("precision",)
 _TOP_KEYS = {
     "name",
     "description",
