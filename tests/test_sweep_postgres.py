@@ -134,6 +134,22 @@ def sweep_argv(spec: Path, storage: str, results: Path, *extra: str) -> list[str
             "--results-dir", str(results), *extra]  # fmt: skip
 
 
+def run_workers(spec: Path, url: str, tmp: Path, n: int) -> None:
+    """``n`` sweep workers of ``spec`` started at once on this machine; all must succeed."""
+    procs = {
+        f"w{i}": subprocess.Popen(
+            sweep_argv(spec, url, tmp / f"w{i}"),
+            stdout=(tmp / f"w{i}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for i in range(n)
+    }
+    wait_all(procs, tmp, timeout=300)
+    for host, proc in procs.items():
+        assert proc.returncode == 0, tail(tmp / f"{host}.log")
+
+
 def trial_in_training(
     url: str, victim: subprocess.Popen[bytes], log: Path, owned: Callable[[dict[str, Any]], bool]
 ) -> int:
@@ -238,18 +254,7 @@ def _exists(url: str) -> bool:
 def test_five_workers_started_at_once_on_an_empty_database(tmp_path: Path, pg_url: str) -> None:
     n = 5
     spec = write_study(tmp_path, n, steps=2)
-    procs = {
-        f"w{i}": subprocess.Popen(
-            sweep_argv(spec, pg_url, tmp_path / f"w{i}"),
-            stdout=(tmp_path / f"w{i}.log").open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        for i in range(5)
-    }
-    wait_all(procs, tmp_path, timeout=300)
-    for host, proc in procs.items():
-        assert proc.returncode == 0, tail(tmp_path / f"{host}.log")
+    run_workers(spec, pg_url, tmp_path, 5)
     trials = load(pg_url).get_trials()
     assert sum(t.state == TrialState.COMPLETE for t in trials) == n
     keys = trained_keys(trials)
@@ -262,18 +267,7 @@ def test_grid_on_four_workers_trains_every_legal_config_exactly_once(
     """Workers proposing at the same moment claim configs atomically on the server."""
     spec = tmp_path / "multi.toml"
     spec.write_text(STUDY.format(n=16, steps=1).replace('name = "random"', 'name = "grid"'))
-    procs = {
-        f"w{i}": subprocess.Popen(
-            sweep_argv(spec, pg_url, tmp_path / f"w{i}"),
-            stdout=(tmp_path / f"w{i}.log").open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        for i in range(4)
-    }
-    wait_all(procs, tmp_path, timeout=300)
-    for host, proc in procs.items():
-        assert proc.returncode == 0, tail(tmp_path / f"{host}.log")
+    run_workers(spec, pg_url, tmp_path, 4)
     trials = load(pg_url).get_trials()
     keys = trained_keys(trials)
     assert len(keys) == len(set(keys)) == 16  # 2 x 4 x 2 legal configs, none twice
