@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "unetbench._errors",
             "unetbench.oom",
             "unetbench.shapes",
+            "unetbench.devices",
             "unetbench.budget",
             "unetbench.config",
             "unetbench.device_names",

@@ -126,7 +126,7 @@ def test_valid_2d_and_planar_configs_train(
         (TINY, {"patch_shape": (16, 16)}, ConfigError, "patch_shape=.*dim=3"),
         (UNetConfig(n_blocks=2, start_filts=4, in_channels=2), {}, ConfigError, "in_channels=2"),
         (UNetConfig(n_blocks=2, start_filts=4, out_channels=1), {}, ConfigError, "out_channels"),
-        (TINY, {"device": "tpu"}, UsageError, "device='tpu'"),
+        (TINY, {"device": "tpu"}, UsageError, "unknown device 'tpu'"),
         (TINY, {"steps": 0}, UsageError, "steps=0"),
         (TINY, {"seconds": -1.0}, UsageError, "seconds=-1"),
     ],

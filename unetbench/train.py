@@ -26,6 +26,7 @@ from unetbench.config import UNetConfig
 from unetbench.data.metrics import OverlapCounts
 from unetbench.data.patches import PatchSampler, predict_volume
 from unetbench.data.volumes import SegmentationData
+from unetbench.devices import resolve_device
 from unetbench.model import UNet, get_policy
 from unetbench.precision import autocast, check_precision, grad_scaler
 
@@ -69,18 +70,6 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
     inter = (probs * onehot).sum(dims)
     denom = probs.sum(dims) + onehot.sum(dims)
     return 1.0 - ((2 * inter + eps) / (denom + eps)).mean()
-
-
-def _device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise UsageError(
-            f"device={device!r} is not a torch device (allowed: 'cpu', 'cuda')"
-        ) from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device={device!r} but CUDA is not available (allowed: 'cpu')")
-    return dev
 
 
 def _to_device(array: np.ndarray, dev: torch.device) -> torch.Tensor:
@@ -155,7 +144,7 @@ def train_and_evaluate(
             f"steps={steps}, batch_size={batch_size}, seconds={seconds}: "
             "steps and batch_size must be >= 1 and seconds > 0 or None"
         )
-    dev = _device(device)
+    dev = resolve_device(device)
     forward = get_policy(checkpointing).forward
     check_precision(precision)
     _check(config, data, patch)

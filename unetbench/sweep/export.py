@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from unetbench.shapes import fmt_shape
 from unetbench.sweep.liveness import REASON_ATTR_PREFIX, identity_of
 
 __all__ = ["RUN_COLUMNS", "export_results", "export_trials", "runs_frame", "trials_frame"]
@@ -129,7 +130,7 @@ def export_results(study: optuna.Study, study_dir: Path, searched: Sequence[str]
 def _flat(key: str, value: Any) -> Any:
     """A list value as trials.parquet writes it."""
     if isinstance(value, list):
-        return "x".join(map(str, value)) if key != "planar_blocks" else str(value)
+        return fmt_shape(value) if key != "planar_blocks" else str(value)
     return value
 
 
