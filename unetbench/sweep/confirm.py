@@ -7,9 +7,14 @@ trains repeats ``0 .. repeats-1``. Once the search is done, the ``confirm_top`` 
 the next non-dominated ranks; within a rank, best first objective first) each get one
 confirmation trial that trains repeats ``repeats .. confirm_repeats-1``.
 
-The plan depends only on the finished search trials, so every worker, and a resumed sweep,
-computes the same one; an item is done or under way once a confirmation trial of its config
-is WAITING, RUNNING or COMPLETE.
+Configs are ranked by their means over every seed trained so far, so a config whose extra
+seeds bring its accuracy down may leave the top, and the next one is confirmed in its place:
+the round ends when the ``confirm_top`` best configs by their means all have their seeds, or
+after ``2 * confirm_top`` confirmations (so a noisy study cannot retrain everything).
+
+The plan depends only on the finished trials, so every worker, and a resumed sweep, computes
+the same one; an item is done or under way once a confirmation trial of its config is
+WAITING, RUNNING or COMPLETE.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from unetbench.sweep.repeats import MEAN_COLUMNS
 from unetbench.sweep.sampling import role_of
 from unetbench.sweep.spec import StudySpec
 
@@ -62,7 +68,12 @@ def pareto_ranked(spec: StudySpec, trials: Sequence[FrozenTrial]) -> list[Frozen
             seen.add(key)
             ok.append(t)
     signs = [1.0 if d == "maximize" else -1.0 for d in spec.directions]
-    gain = {t.number: [s * v for s, v in zip(signs, t.values, strict=True)] for t in ok}
+    means = _seed_means(trials)
+    gain = {}
+    for t in ok:
+        mean = means.get(t.user_attrs["config_key"], {})
+        values = [mean.get(name, v) for name, v in zip(spec.objective_names, t.values, strict=True)]
+        gain[t.number] = [s * v for s, v in zip(signs, values, strict=True)]
     ranked: list[FrozenTrial] = []
     rest = ok
     while rest:
@@ -72,6 +83,24 @@ def pareto_ranked(spec: StudySpec, trials: Sequence[FrozenTrial]) -> list[Frozen
         ranked += sorted(front, key=lambda t: (-gain[t.number][0], t.number))
         rest = [t for t in rest if t not in front]
     return ranked
+
+
+def _seed_means(trials: Sequence[FrozenTrial]) -> dict[Any, dict[str, float]]:
+    """Per config key, each run metric's mean over the seeds of all its finished trials."""
+    sums: dict[Any, dict[str, float]] = {}
+    counts: dict[Any, float] = {}
+    for t in trials:
+        attrs = t.user_attrs
+        n = attrs.get("n_seeds")
+        if t.state != TrialState.COMPLETE or "reused_from" in attrs or not n:
+            continue
+        key = attrs.get("config_key")
+        counts[key] = counts.get(key, 0.0) + n
+        for name in MEAN_COLUMNS:
+            if isinstance(attrs.get(name), int | float):
+                total = sums.setdefault(key, {})
+                total[name] = total.get(name, 0.0) + n * float(attrs[name])
+    return {k: {m: v / counts[k] for m, v in sums[k].items()} for k in sums}
 
 
 def _dominates(a: list[float], b: list[float]) -> bool:
@@ -85,10 +114,11 @@ def confirm_todo(spec: StudySpec, trials: Sequence[FrozenTrial]) -> tuple[list[C
     confirm = [t for t in trials if role_of(t) == "confirm"]
     done = {t.user_attrs.get("config_key") for t in confirm if t.state == TrialState.COMPLETE}
     active = {t.user_attrs.get("config_key") for t in confirm if t.state in _ACTIVE}
-    todo = []
+    room = 2 * spec.confirm_top - len(done | active)
+    todo: list[ConfirmItem] = []
     for t in pareto_ranked(spec, trials)[: spec.confirm_top]:
         key = str(t.user_attrs["config_key"])
-        if key not in done and key not in active:
+        if key not in done and key not in active and len(todo) < room:
             todo.append(
                 ConfirmItem(
                     params=dict(t.params),
