@@ -162,6 +162,9 @@ def test_confirmation_round_trains_the_best_with_further_seeds_and_resumes(
     _, runs = frames(tmp_path)
     assert len(runs) == 6 * 2 + n * 2
     assert sorted(runs[runs["role"] == "confirm"]["train_seed"]) == [1002] * n + [1003] * n
+    # The sweep's "best" is the best config by its mean over every seed, not one trial's value.
+    best_mean = runs.groupby("config_key")["val_dice"].mean().max()
+    assert result.best["val_dice"] == pytest.approx(best_mean)
     again = FakeEvaluator()
     sweep(spec, tmp_path, again)
     assert again.seeds == [] and len(load(tmp_path).get_trials()) == len(trials)

@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
     name = spec.objective_names[0]
     if result.best:
         best = format_cell(name, result.best.get(name))
-        print(f"best {name}: {best} (trial {result.best.get('trial_number')})")
+        seeds = result.best.get("n_seeds") or 1
+        where = f"trial {result.best.get('trial_number')}, mean of {int(seeds)} seed(s)"
+        print(f"best {name}: {best} ({where})")
     print(f"trials: {result.trials_path}")
     print(f"dashboard: optuna-dashboard {redact(result.storage)}")
     return 0

@@ -29,7 +29,7 @@ from unetbench.sweep.repeats import MEAN_COLUMNS
 from unetbench.sweep.sampling import role_of
 from unetbench.sweep.spec import StudySpec
 
-__all__ = ["ConfirmItem", "confirm_todo", "pareto_ranked", "train_seeds"]
+__all__ = ["ConfirmItem", "confirm_todo", "pareto_ranked", "seed_means", "train_seeds"]
 
 _ACTIVE = (TrialState.WAITING, TrialState.RUNNING)
 
@@ -68,7 +68,7 @@ def pareto_ranked(spec: StudySpec, trials: Sequence[FrozenTrial]) -> list[Frozen
             seen.add(key)
             ok.append(t)
     signs = [1.0 if d == "maximize" else -1.0 for d in spec.directions]
-    means = _seed_means(trials)
+    means = seed_means(trials)
     gain = {}
     for t in ok:
         mean = means.get(t.user_attrs["config_key"], {})
@@ -85,8 +85,9 @@ def pareto_ranked(spec: StudySpec, trials: Sequence[FrozenTrial]) -> list[Frozen
     return ranked
 
 
-def _seed_means(trials: Sequence[FrozenTrial]) -> dict[Any, dict[str, float]]:
-    """Per config key, each run metric's mean over the seeds of all its finished trials."""
+def seed_means(trials: Sequence[FrozenTrial]) -> dict[Any, dict[str, float]]:
+    """Per config key, each run metric's mean over the seeds of all its finished trials, and
+    ``n_seeds``, how many seeds that is."""
     sums: dict[Any, dict[str, float]] = {}
     counts: dict[Any, float] = {}
     for t in trials:
@@ -100,7 +101,10 @@ def _seed_means(trials: Sequence[FrozenTrial]) -> dict[Any, dict[str, float]]:
             if isinstance(attrs.get(name), int | float):
                 total = sums.setdefault(key, {})
                 total[name] = total.get(name, 0.0) + n * float(attrs[name])
-    return {k: {m: v / counts[k] for m, v in sums[k].items()} for k in sums}
+    return {
+        k: {**{m: v / counts[k] for m, v in sums.get(k, {}).items()}, "n_seeds": counts[k]}
+        for k in counts
+    }
 
 
 def _dominates(a: list[float], b: list[float]) -> bool:

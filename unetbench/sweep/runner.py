@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 from unetbench._errors import ConfigError, UsageError
 from unetbench.device_names import parse_devices
 from unetbench.sweep.claims import ConfigClaims
+from unetbench.sweep.confirm import seed_means
 from unetbench.sweep.describe import record_description, stored_description
 from unetbench.sweep.evaluator import Evaluator, TorchEvaluator
 from unetbench.sweep.export import export_results
@@ -55,7 +56,9 @@ class SweepResult:
     n_confirm: int  # COMPLETE confirmation trials
     n_feasible: int
     n_failed: int
-    best: dict[str, Any]  # the best feasible trial's row by the first objective ({} if none)
+    best: dict[
+        str, Any
+    ]  # the best config's search trial row, run metrics as seed means ({} if none)
 
 
 def run_sweep(
@@ -250,7 +253,8 @@ class _Progress:
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         best = _best(done, self.name, self.direction)
         infeasible = sum(not t.user_attrs.get("feasible", False) for t in done)
-        shown = "-" if best is None else f"{best.user_attrs.get(self.name, float('nan')):.4g}"
+        shown = f"{best[self.name]:.4g}" if best else "-"
+        self.bar.total = max(self.bar.total, len(done))  # confirmation may run longer
         self.bar.set_postfix_str(f"best {self.name}={shown}, infeasible={infeasible}")
         self.bar.n = len(done)
         self.bar.refresh()
@@ -259,18 +263,31 @@ class _Progress:
         self.bar.close()
 
 
-def _best(
-    trials: list[optuna.trial.FrozenTrial], name: str, direction: str
-) -> optuna.trial.FrozenTrial | None:
+def _best(trials: list[optuna.trial.FrozenTrial], name: str, direction: str) -> dict[str, Any]:
+    """Row of the feasible search trial whose config is best on ``name``, run metrics as
+    means over every seed of the config (confirmation included); {} if there is none."""
+    means = seed_means(trials)
+
+    def value(t: optuna.trial.FrozenTrial) -> Any:
+        return means.get(t.user_attrs.get("config_key"), {}).get(name, t.user_attrs.get(name))
+
     ok = [
         t
         for t in trials
-        if t.user_attrs.get("feasible") and isinstance(t.user_attrs.get(name), (int, float))
+        if role_of(t) == "search"
+        and t.user_attrs.get("feasible")
+        and isinstance(value(t), int | float)
     ]
     if not ok:
-        return None
+        return {}
     sign = 1.0 if direction == "maximize" else -1.0
-    return max(ok, key=lambda t: sign * float(t.user_attrs[name]))
+    best = max(ok, key=lambda t: sign * float(value(t)))
+    seeds = means.get(best.user_attrs.get("config_key"), {}).get("n_seeds")
+    return {
+        **best.user_attrs,
+        name: value(best),
+        "n_seeds": seeds or best.user_attrs.get("n_seeds"),
+    }
 
 
 def _result(spec: StudySpec, store: StudyStorage, study: optuna.Study, path: Path) -> SweepResult:
@@ -285,5 +302,5 @@ def _result(spec: StudySpec, store: StudyStorage, study: optuna.Study, path: Pat
         n_confirm=sum(role_of(t) == "confirm" for t in done),
         n_feasible=sum(bool(t.user_attrs.get("feasible")) for t in done),
         n_failed=sum(t.state == TrialState.FAIL for t in trials),
-        best={} if best is None else dict(best.user_attrs),
+        best=best,
     )
