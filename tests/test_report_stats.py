@@ -166,3 +166,22 @@ def test_overlapping_intervals() -> None:
         }
     )
     assert list(overlapping(front, "val_dice")) == ["2", "1", "none", "1 seed"]
+
+
+def test_dice_intervals_stay_within_what_dice_can_be() -> None:
+    """One collapsed seed widens the t-interval past 1.0; the report clips it to [0, 1]."""
+    runs = pd.DataFrame({"config_key": ["a"] * 3, "val_dice": [0.9, 0.92, 0.1]})
+    raw = config_accuracy(runs, ["val_dice"]).iloc[0]
+    clipped = config_accuracy(runs, ["val_dice"], {"val_dice": (0.0, 1.0)}).iloc[0]
+    assert raw["val_dice_ci95_high"] > 1.0 and raw["val_dice_ci95_low"] < 0.0
+    assert (clipped["val_dice_ci95_low"], clipped["val_dice_ci95_high"]) == (0.0, 1.0)
+    assert clipped["val_dice"] == raw["val_dice"]
+
+
+def test_option_levels_follow_the_study_order() -> None:
+    levels = option_levels(grid(), ["attention"], "val_dice", {"attention": ["False", "True"]})
+    assert list(levels["value"]) == ["False", "True"]
+    assert list(option_levels(grid().iloc[::-1], ["attention"], "val_dice")["value"]) == [
+        "True",
+        "False",
+    ]

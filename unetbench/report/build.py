@@ -95,7 +95,7 @@ def build_report(
     effects = _stack(
         [option_differences(trained, fields, c, order).assign(objective=c) for c in columns]
     )
-    levels = _stack([option_levels(trained, fields, c).assign(objective=c) for c in columns])
+    levels = _stack([option_levels(trained, fields, c, order).assign(objective=c) for c in columns])
     front = _front(configs, info)
     trials = trials.assign(on_pareto_front=trials["trial_number"].isin(front["trial_number"]))
     tables: dict[str, pd.DataFrame] = {

@@ -17,10 +17,12 @@ from unetbench.report.stats import config_accuracy
 from unetbench.report.tables import pareto_mask, usable_mask
 from unetbench.studyinfo import Objective
 
-__all__ = ["RUN_METRICS", "config_table", "overlapping"]
+__all__ = ["BOUNDS", "RUN_METRICS", "config_table", "overlapping"]
 
 #: Run columns that vary with the training seed (aggregated over seeds per config).
 RUN_METRICS = ("val_dice", "val_iou", "train_loss")
+#: Values a run metric can take; its intervals are clipped to them.
+BOUNDS = {"val_dice": (0.0, 1.0), "val_iou": (0.0, 1.0), "train_loss": (0.0, float("inf"))}
 
 
 def config_table(
@@ -52,7 +54,7 @@ def config_table(
     if runs is None or runs.empty or "config_key" not in runs.columns:
         runs = configs.assign(train_seed=configs.get("train_seed", 0))
         runs = runs[runs["status"].astype(str).eq("ok")] if "status" in runs else runs
-    accuracy = config_accuracy(runs, [m for m in metrics if m in runs.columns])
+    accuracy = config_accuracy(runs, [m for m in metrics if m in runs.columns], BOUNDS)
     keep = [c for c in configs.columns if c not in accuracy.columns or c == "config_key"]
     table = configs[keep].merge(accuracy, on="config_key", how="left")
     table["n_seeds"] = table["n_seeds"].fillna(0).astype(int)

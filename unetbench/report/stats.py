@@ -49,11 +49,16 @@ def mean_interval(values: Iterable[float]) -> tuple[float, float, float, int]:
     return mean, mean - half, mean + half, n
 
 
-def config_accuracy(runs: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+def config_accuracy(
+    runs: pd.DataFrame,
+    metrics: Sequence[str],
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+) -> pd.DataFrame:
     """One row per ``config_key``: ``n_seeds``, ``seeds`` and, per metric, mean, std and CI.
 
     Capped runs (stopped by the time guard before their step budget) are left out: they
-    measure how busy the machine was, not the config.
+    measure how busy the machine was, not the config. ``bounds`` clips a metric's interval to
+    the values it can take (a Dice interval never reaches above 1 because one seed collapsed).
     """
     ok = runs if "capped" not in runs.columns else runs[~runs["capped"].astype(bool)]
     rows = []
@@ -66,6 +71,8 @@ def config_accuracy(runs: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
             mean, low, high, n = mean_interval(values)
             row[m] = mean
             row[f"{m}_std"] = float(values.std(ddof=1)) if n > 1 else math.nan
+            if bounds and m in bounds and n > 1:
+                low, high = max(low, bounds[m][0]), min(high, bounds[m][1])
             row[f"{m}_ci95_low"], row[f"{m}_ci95_high"] = low, high
         rows.append(row)
     columns = ["config_key", "n_seeds", "seeds"]
@@ -91,11 +98,22 @@ def seed_noise(runs: pd.DataFrame, metric: str) -> dict[str, float]:
     return {"std": std, "configs": float(configs), "dof": float(dof)}
 
 
-def option_levels(configs: pd.DataFrame, fields: Sequence[str], objective: str) -> pd.DataFrame:
-    """Per option of each field: how many configs, their mean ``objective`` and its 95% CI."""
+def option_levels(
+    configs: pd.DataFrame,
+    fields: Sequence[str],
+    objective: str,
+    order: Mapping[str, Sequence[str]] | None = None,
+) -> pd.DataFrame:
+    """Per option of each field: how many configs, their mean ``objective`` and its 95% CI.
+
+    Options come in ``order`` (the study's order of each field's choices) where given.
+    """
     rows = []
     for field in fields:
-        for value, group in configs.groupby(configs[field].astype(str), sort=False):
+        groups = dict(list(configs.groupby(configs[field].astype(str), sort=False)))
+        known = [str(o) for o in (order or {}).get(field, []) if str(o) in groups]
+        for value in known + [v for v in groups if v not in known]:
+            group = groups[value]
             mean, low, high, n = mean_interval(pd.to_numeric(group[objective], errors="coerce"))
             rows.append(
                 {
