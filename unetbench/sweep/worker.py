@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import gc
 import hashlib
 import logging
 import os
@@ -144,38 +145,46 @@ def run_worker(
     liveness = Liveness(storage)
     claims = ConfigClaims(storage.storage, spec.name)
     objective = TrialObjective(spec, evaluator, liveness, claims, data=data)
+    # Everything alive now (torch, optuna, the data) lives as long as the worker: moved out of
+    # the collector's sight, the full collection between trials only scans what trials made.
+    gc.collect()
+    gc.freeze()
     ran = 0
-    while True:
-        lock = _Lock(storage)
-        lock.acquire()
-        try:
-            liveness.fail_dead(study)
-            trials = study.get_trials(deepcopy=False)
-            search = [t for t in trials if role_of(t) == "search"]
-            complete = sum(t.state == TrialState.COMPLETE for t in search)
-            running = sum(t.state == TrialState.RUNNING for t in search)
-            if complete + running >= n_trials > complete:
-                lock.release()
-                time.sleep(POLL_S)  # others are finishing the last trials; one may die
-                continue
-            if complete < n_trials:
-                objective.on_start = functools.partial(
-                    _start_or_surplus, n_trials=n_trials, lock=lock
-                )
-            elif not _next_confirmation(study, spec, trials):
-                if any(t.state == TrialState.RUNNING for t in trials):
+    try:
+        while True:
+            lock = _Lock(storage)
+            lock.acquire()
+            try:
+                liveness.fail_dead(study)
+                trials = study.get_trials(deepcopy=False)
+                search = [t for t in trials if role_of(t) == "search"]
+                complete = sum(t.state == TrialState.COMPLETE for t in search)
+                running = sum(t.state == TrialState.RUNNING for t in search)
+                if complete + running >= n_trials > complete:
                     lock.release()
-                    time.sleep(POLL_S)  # a confirmation under way may die and need a rerun
+                    time.sleep(POLL_S)  # others are finishing the last trials; one may die
                     continue
-                return ran
-            else:
-                objective.on_start = functools.partial(_start, lock=lock)
-            _run_one(study, objective, claims)
-            ran += 1
-        finally:
-            lock.release()
-        if on_trial_end is not None:
-            on_trial_end(study)
+                if complete < n_trials:
+                    objective.on_start = functools.partial(
+                        _start_or_surplus, n_trials=n_trials, lock=lock
+                    )
+                elif not _next_confirmation(study, spec, trials):
+                    if any(t.state == TrialState.RUNNING for t in trials):
+                        lock.release()
+                        time.sleep(POLL_S)  # a confirmation under way may die and need a rerun
+                        continue
+                    return ran
+                else:
+                    objective.on_start = functools.partial(_start, lock=lock)
+                _run_one(study, objective, claims)
+                ran += 1
+            finally:
+                lock.release()
+            if on_trial_end is not None:
+                on_trial_end(study)
+
+    finally:
+        gc.unfreeze()  # a worker run in a longer-lived process leaves its heap as found
 
 
 def _next_confirmation(
