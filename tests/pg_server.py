@@ -72,6 +72,32 @@ class PostgresServer:
             connect_timeout=10,
         )
 
+    def stop(self) -> None:
+        """Stop the server at once (fast shutdown: every connection is cut, as a restart or
+        an outage does); :meth:`start` brings it back on the same port."""
+        result = self._runner().run(
+            [str(self.bindir / "pg_ctl"), "stop", "-D", str(self.datadir), "-m", "fast", "-w"]
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_ctl stop failed: {result.stdout}{result.stderr}")
+
+    def start(self) -> None:
+        """Start the stopped server again on its port and wait until it accepts logins."""
+        logfile = self.datadir.parent / "server.log"
+        result = self._runner().run(
+            [str(self.bindir / "pg_ctl"), "start", "-D", str(self.datadir), "-l", str(logfile),
+             "-o", f"-p {self.port}", "-w", "-t", str(int(START_TIMEOUT_S))],
+            timeout=START_TIMEOUT_S + 30,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_ctl start failed: {result.stdout}{result.stderr}")
+        _wait_until_accepting(self, logfile)
+
+    def _runner(self) -> _Runner:
+        prefix = _server_command_prefix()
+        assert not isinstance(prefix, str), prefix
+        return _Runner(prefix, self.datadir.parent)
+
     def create_database(self, name: str | None = None) -> str:
         """Create a fresh empty database (a random unique name when `name` is None)."""
         name = name if name is not None else f"test_{secrets.token_hex(8)}"

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from unetbench.sweep import load_study_spec, run_sweep
+from unetbench.sweep.record import row_of
 
 SMOKE = Path(__file__).parent.parent / "studies" / "smoke.toml"
 
@@ -104,7 +105,7 @@ def test_smoke_study_opens_as_a_plain_optuna_study(smoke_cli: tuple[Path, str]) 
     for t in study.trials:
         json.dumps(t.user_attrs, allow_nan=False)
         assert len(t.constraints) == 2  # memory_over_budget, failed
-        assert t.system_attrs["constraints"] == t.user_attrs["constraints"]  # dashboard reads it
+        assert t.system_attrs["constraints"] == row_of(t)["constraints"]  # dashboard reads it
     assert study.best_trials
 
 
@@ -143,4 +144,6 @@ def test_optuna_dashboard_serves_the_study(smoke_cli: tuple[Path, str]) -> None:
     assert len(study["trials"]) == 4
     for trial in study["trials"]:
         assert len(trial["constraints"]) == 2
-        assert {a["key"] for a in trial["user_attrs"]} >= {"status", "reason", "feasible"}
+        attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
+        assert set(attrs) >= {"role", "config_key", "record"}
+        assert all(k in str(attrs["record"]) for k in ("status", "reason", "feasible"))

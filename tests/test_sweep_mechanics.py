@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from unetbench import ConfigError
 from unetbench.sweep import StudySpec, run_sweep, trials_frame
+from unetbench.sweep.record import row_of
 from unetbench.sweep.spec import tomllib
 
 FAKE_SPEC = """
@@ -156,7 +157,7 @@ def test_every_outcome_is_complete_and_feasibility_is_a_constraint(fake_run: Any
     assert len(trials) == 14
     assert all(t.state == TrialState.COMPLETE for t in trials)
     for t in trials:
-        a = t.user_attrs
+        a = row_of(t)
         cfg = (a["up_mode"], a["merge_mode"], a["normalization"], a["start_filts"], a["attention"])
         if cfg[0] != "transpose" and cfg[1] == "add":
             expected = "illegal"
@@ -178,12 +179,12 @@ def test_every_outcome_is_complete_and_feasibility_is_a_constraint(fake_run: Any
 def test_over_budget_trial_is_decided_by_the_estimate_alone(fake_run: Any) -> None:
     results, evaluator = fake_run
     trials = load(results).get_trials()
-    big = [t for t in trials if t.user_attrs["start_filts"] == 64 and "estimate_s" in t.user_attrs]
+    big = [t for t in trials if row_of(t)["start_filts"] == 64 and "estimate_s" in row_of(t)]
     assert big, "the sampler never tried start_filts=64; change the seed"
     for t in big:
-        assert t.user_attrs["constraints"][0] > 0
-        assert "val_dice" not in t.user_attrs
-        assert set(t.user_attrs) >= {"est_total_train_bytes__blocks", "estimate_s"}
+        assert row_of(t)["constraints"][0] > 0
+        assert "val_dice" not in row_of(t)
+        assert set(row_of(t)) >= {"est_total_train_bytes__blocks", "estimate_s"}
     assert not any('"start_filts": 64' in k for k in evaluator.trained)
 
 
@@ -191,7 +192,7 @@ def test_cheapest_fitting_checkpointing_mode_is_chosen(fake_run: Any) -> None:
     results, evaluator = fake_run
     chosen = set()
     for t in load(results).get_trials():
-        a = t.user_attrs
+        a = row_of(t)
         if a["status"] != "ok":
             continue
         chosen.add(a["checkpointing"])
@@ -208,14 +209,14 @@ def test_a_config_is_trained_once_and_its_result_reused(fake_run: Any) -> None:
     results, evaluator = fake_run
     trials = load(results).get_trials()
     assert len(evaluator.trained) == len(set(evaluator.trained))
-    reused = [t for t in trials if "reused_from" in t.user_attrs]
+    reused = [t for t in trials if "reused_from" in row_of(t)]
     assert reused, "no duplicate config was proposed; use more trials"
     by_number = {t.number: t for t in trials}
     for t in reused:
-        source = by_number[t.user_attrs["reused_from"]]
-        assert t.user_attrs["config_key"] == source.user_attrs["config_key"]
+        source = by_number[row_of(t)["reused_from"]]
+        assert row_of(t)["config_key"] == row_of(source)["config_key"]
         assert t.values == source.values
-        assert "reused_from" not in source.user_attrs
+        assert "reused_from" not in row_of(source)
 
 
 def test_data_is_loaded_once_per_worker(fake_run: Any) -> None:
@@ -307,13 +308,13 @@ def test_any_exception_in_a_trial_is_an_infeasible_trial_with_its_reason(tmp_pat
     result = run_sweep(spec, n_trials=2, results_dir=tmp_path, evaluator=CrashingEvaluator(),
                        show_progress=False)  # fmt: skip
     assert result.n_complete == 2
-    by_filts = {t.user_attrs["start_filts"]: t for t in load(tmp_path).get_trials()}
-    crashed = by_filts[8].user_attrs
+    by_filts = {row_of(t)["start_filts"]: t for t in load(tmp_path).get_trials()}
+    crashed = row_of(by_filts[8])
     assert by_filts[8].state == TrialState.COMPLETE
     assert crashed["status"] == "error" and crashed["feasible"] is False
     assert crashed["reason"] == "ZeroDivisionError: division by zero in a custom loss"
     assert max(by_filts[8].constraints.values()) > 0
-    assert by_filts[4].user_attrs["status"] == "ok"
+    assert row_of(by_filts[4])["status"] == "ok"
 
 
 def test_each_worker_gets_its_own_device(tmp_path: Path) -> None:
@@ -330,7 +331,7 @@ def test_each_worker_gets_its_own_device(tmp_path: Path) -> None:
     trials = optuna.load_study(study_name="fake", storage=store.storage).get_trials()
     by_pid: dict[int, set[str]] = {}
     for t in trials:
-        by_pid.setdefault(t.user_attrs["worker"]["pid"], set()).add(t.user_attrs["device"])
+        by_pid.setdefault(row_of(t)["worker"]["pid"], set()).add(row_of(t)["device"])
     assert len(by_pid) == 2  # two workers by default: one per device
     assert sorted(d for devices in by_pid.values() for d in devices) == ["cpu:0", "cpu:1"]
 
@@ -406,16 +407,16 @@ def test_precision_is_searched_and_trained_at(tmp_path: Path) -> None:
             study.enqueue_trial({"start_filts": filts, "precision": precision})
     run_sweep(spec, results_dir=tmp_path, evaluator=evaluator, show_progress=False)
     trials = load(tmp_path).get_trials()
-    got = sorted((t.user_attrs["start_filts"], t.user_attrs["precision"]) for t in trials)
+    got = sorted((row_of(t)["start_filts"], row_of(t)["precision"]) for t in trials)
     assert got == [(4, "bf16"), (4, "fp32"), (8, "bf16"), (8, "fp32")]
-    assert "reused_from" not in str([t.user_attrs for t in trials])  # 4 distinct results
+    assert "reused_from" not in str([row_of(t) for t in trials])  # 4 distinct results
     assert sorted(evaluator.precisions) == got  # trained at the trial's precision
     assert evaluator.auto_budgets == [50_000_000 - 1_000_000] * 4  # budget less headroom
     for t in trials:
-        assert (t.user_attrs["checkpointing"], t.user_attrs["checkpointing_chosen"]) == (
+        assert (row_of(t)["checkpointing"], row_of(t)["checkpointing_chosen"]) == (
             "auto",
             "blocks",
         )
-        assert t.user_attrs["memory_headroom_bytes"] == 1_000_000
+        assert row_of(t)["memory_headroom_bytes"] == 1_000_000
     frame = pd.read_parquet(tmp_path / "fake" / "trials.parquet")
     assert set(frame["precision"]) == {"fp32", "bf16"}

@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
+from unetbench.sweep.record import row_of
 from unetbench.sweep.storage import open_storage
 
 pytestmark = pytest.mark.postgres
@@ -163,8 +164,8 @@ def trial_in_training(
             started = t.datetime_start.timestamp() if t.datetime_start else time.time()
             if (
                 t.state == TrialState.RUNNING
-                and owned(t.user_attrs.get("worker", {}))
-                and "config_key" in t.user_attrs
+                and owned(row_of(t).get("worker", {}))
+                and "config_key" in row_of(t)
                 and time.time() - started > 1.0
             ):
                 return t.number
@@ -174,11 +175,11 @@ def trial_in_training(
 def trained_keys(trials: list[optuna.trial.FrozenTrial]) -> list[str]:
     """config_key of every COMPLETE trial that trained (not a reused result)."""
     return [
-        t.user_attrs["config_key"]
+        row_of(t)["config_key"]
         for t in trials
         if t.state == TrialState.COMPLETE
-        and "reused_from" not in t.user_attrs
-        and "config_key" in t.user_attrs
+        and "reused_from" not in row_of(t)
+        and "config_key" in row_of(t)
     ]
 
 
@@ -228,7 +229,7 @@ def test_three_machines_one_dies_mid_trial(tmp_path: Path, pg_url: str) -> None:
     assert failed_at is not None, "the dead machine's trial was never failed"
     keys = trained_keys(trials)
     assert len(keys) == len(set(keys)), "a config was trained twice"
-    assert {t.user_attrs["worker"]["host"] for t in trials} == set(hosts)
+    assert {row_of(t)["worker"]["host"] for t in trials} == set(hosts)
     complete = {t.number: t.values for t in trials if t.state == TrialState.COMPLETE}
     for host in survivors:
         frame = pd.read_parquet(tmp_path / host / "multi" / "trials.parquet")
@@ -271,7 +272,7 @@ def test_grid_on_four_workers_trains_every_legal_config_exactly_once(
     trials = load(pg_url).get_trials()
     keys = trained_keys(trials)
     assert len(keys) == len(set(keys)) == 16  # 2 x 4 x 2 legal configs, none twice
-    assert all("reused_from" not in t.user_attrs for t in trials)
+    assert all("reused_from" not in row_of(t) for t in trials)
 
 
 def _open_and_create(url: str, barrier: multiprocessing.synchronize.Barrier) -> None:
@@ -387,7 +388,7 @@ def test_hundreds_of_workers_path_three_workers_through_the_grpc_proxy(
     assert sum(t.state == TrialState.COMPLETE for t in trials) == n
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert trials[killed_trial].state == TrialState.FAIL
-    reason = trials[killed_trial].user_attrs["reason"]
+    reason = row_of(trials[killed_trial])["reason"]
     assert reason == (
         f"worker {victim.pid} on host w2 stopped sending heartbeats (none for {_BEAT[1]} s)"
     )

@@ -20,6 +20,7 @@ import pytest
 from optuna.trial import TrialState
 
 from unetbench.sweep import StudySpec, run_sweep
+from unetbench.sweep.record import row_of
 from unetbench.sweep.spec import tomllib
 
 TESTS = Path(__file__).parent
@@ -106,7 +107,7 @@ def test_sigkill_mid_trial_then_resume(tmp_path: Path, journal: bool) -> None:
     assert len(after) == n + 1  # the n complete ones plus the killed one, nothing else
     assert {t.number: t.values for t in after if t.number in before} == before
     killed = next(t for t in after if t.number == running[0])
-    assert "died" in killed.user_attrs["reason"]
+    assert "died" in row_of(killed)["reason"]
     frame = pd.read_parquet(tmp_path / "results" / "fake" / "trials.parquet")
     assert list(frame["trial_state"]).count("COMPLETE") == n
     assert frame.set_index("trial_number").loc[running[0], "trial_state"] == "FAIL"
@@ -133,7 +134,77 @@ def test_two_workers_on_one_journal(tmp_path: Path) -> None:
     trials = open_study(tmp_path, journal).get_trials()
     assert result.n_complete == n
     assert [t.state for t in trials] == [TrialState.COMPLETE] * n  # none surplus, none failed
-    trained = [t.user_attrs["config_key"] for t in trials if "reused_from" not in t.user_attrs]
+    trained = [row_of(t)["config_key"] for t in trials if "reused_from" not in row_of(t)]
     assert len(trained) == len(set(trained))  # no config trained twice
-    pids: set[Any] = {t.user_attrs["worker"]["pid"] for t in trials}
+    pids: set[Any] = {row_of(t)["worker"]["pid"] for t in trials}
     assert len(pids) == 2 and os.getpid() not in pids
+
+
+def _fake_sweep(tmp_path: Path, *extra: str) -> list[str]:
+    """tests/fake_sweep.py: 6 trials on two worker processes, SQLite under ``tmp_path``."""
+    return [sys.executable, str(TESTS / "fake_sweep.py"), "--n", "6", "--workers", "2",
+            "--results", str(tmp_path / "results"), *extra]  # fmt: skip
+
+
+def _interrupt(tmp_path: Path, sig: int, group: bool) -> tuple[int, str, float]:
+    """Two workers training; ``sig`` to the main process (or its whole process group, as
+    Ctrl-C in a terminal does); returns the exit status, stderr and seconds to exit."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    argv = _fake_sweep(tmp_path, "--delay", "4", "--markers", str(markers))
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, start_new_session=True)
+    wait_for_markers(proc, markers, 3)  # both workers are training
+    t0 = time.monotonic()
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err.decode(), time.monotonic() - t0
+
+
+@pytest.mark.parametrize(
+    ("sig", "group"),
+    [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True)],
+    ids=["sigterm-to-main", "sigint-to-main", "ctrl-c-to-group"],
+)
+def test_a_signal_ends_every_worker_fails_their_trials_and_the_command_resumes(
+    tmp_path: Path, sig: int, group: bool
+) -> None:
+    code, err, took = _interrupt(tmp_path, sig, group)
+    name = signal.Signals(sig).name
+    assert code == 128 + sig, err
+    assert took < 10, took
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == f"unetbench sweep: interrupted ({name})"
+    study = open_study(tmp_path, None)
+    trials = study.get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    failed = [row_of(t) for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 2  # one per worker
+    for row in failed:
+        pid, host = row["worker"]["pid"], row["worker"]["host"]
+        assert row["reason"] == f"worker {pid} on host {host} was interrupted ({name})"
+    url = f"sqlite:///{tmp_path / 'results' / 'fake' / 'study.db'}"
+    assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["fake"]  # no claims
+
+    again = subprocess.run(
+        [
+            sys.executable,
+            str(TESTS / "fake_sweep.py"),
+            "--n",
+            "6",
+            "--workers",
+            "2",
+            "--results",
+            str(tmp_path / "results"),
+            "--delay",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stderr
+    done = [t for t in open_study(tmp_path, None).get_trials() if t.state == TrialState.COMPLETE]
+    assert len(done) == 6 and len({row_of(t)["config_key"] for t in done}) == 6

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -16,7 +17,9 @@ from test_sweep_mechanics import fake_spec
 
 from unetbench import UsageError
 from unetbench.sweep.liveness import Liveness, owner_alive, worker_identity
-from unetbench.sweep.storage import open_storage
+from unetbench.sweep.record import HEARTBEAT, new_trial, row_of
+from unetbench.sweep.retry import RetryingStorage
+from unetbench.sweep.storage import StudyStorage, open_storage
 from unetbench.sweep.worker import cpu_threads, torch_threads
 
 
@@ -32,7 +35,8 @@ from unetbench.sweep.worker import cpu_threads, torch_threads
 )
 def test_storage_strings(tmp_path: Path, url: str | None, kind: type, lock: str) -> None:
     store = open_storage(None if url is None else url.format(tmp=tmp_path), tmp_path)
-    assert isinstance(store.storage, kind)
+    inner = store.storage.inner  # type: ignore[attr-defined]  # inside the retries
+    assert isinstance(inner._backend if kind is RDBStorage else inner, kind)  # RDB: cached
     assert store.lock_path is not None and store.lock_path.name == lock
     with store.creation_lock():
         assert store.lock_path.exists()
@@ -72,7 +76,7 @@ def test_fail_dead_trials_fails_only_trials_of_dead_workers(tmp_path: Path) -> N
         TrialState.FAIL,
         TrialState.RUNNING,
     ]
-    failed = study.get_trials()[1].user_attrs
+    failed = row_of(study.get_trials()[1])
     assert failed["reason"] == f"worker {dead.pid} on host {socket.gethostname()} died"
     assert failed["status"] == "error"
 
@@ -124,36 +128,69 @@ def test_devices_list(devices: str | list[str], expected: list[str] | str | None
         assert resolve_devices(devices) == expected
 
 
-def test_reason_of_a_trial_optuna_failed_as_stale_reaches_trials_parquet(tmp_path: Path) -> None:
-    """Optuna fails stale trials itself when a worker starts a trial; the reason survives."""
-    import time
-    import warnings
-
+def test_reason_a_study_before_0_3_kept_with_the_study_reaches_trials_parquet(
+    tmp_path: Path,
+) -> None:
+    """Optuna's own heartbeat (used before 0.3) failed stale trials itself and the reason
+    went to a study attribute; trials.parquet still shows it."""
     from unetbench.sweep.export import trials_frame
-    from unetbench.sweep.liveness import note_stale_trial
+    from unetbench.sweep.record import REASON_PREFIX
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = RDBStorage(
-            f"sqlite:///{tmp_path / 'hb.db'}",
-            heartbeat_interval=1,
-            grace_period=1,
-            heartbeat_stale_trial_callback=note_stale_trial,
-        )
-    study = optuna.create_study(storage=storage)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "heartbeat is for Study.optimize"
-        trial = study.ask()
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'old.db'}")
+    trial = study.ask()
     trial.set_user_attr("worker", {"host": "gpu-07", "pid": 4242, "start": 1})
-    storage.record_heartbeat(trial._trial_id)
-    time.sleep(2.5)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+    study.tell(trial, state=TrialState.FAIL)
+    reason = "worker 4242 on host gpu-07 stopped sending heartbeats (none for 1 s)"
+    study._storage.set_study_system_attr(study._study_id, f"{REASON_PREFIX}0", reason)
     row = trials_frame(study).iloc[0]
-    assert row["trial_state"] == "FAIL" and row["status"] == "error"
-    assert row["reason"] == "worker 4242 on host gpu-07 stopped sending heartbeats (none for 1 s)"
+    assert (row["trial_state"], row["status"], row["reason"]) == ("FAIL", "error", reason)
     assert (row["worker_host"], row["worker_pid"]) == ("gpu-07", 4242)
+
+
+def _shared(tmp_path: Path, grace: int) -> tuple[StudyStorage, optuna.Study]:
+    """A SQLite storage treated as a shared one (heartbeats, no PIDs of this machine)."""
+    local = open_storage(f"sqlite:///{tmp_path / 'hb.db'}", tmp_path)
+    store = StudyStorage(local.storage, local.url, "server", None, 1, grace)
+    return store, optuna.create_study(storage=store.storage)
+
+
+def _elsewhere(study: optuna.Study) -> int:
+    """A RUNNING trial of a worker on another machine, as the sweep creates it."""
+    trial_id = new_trial(study, "search")
+    study._storage.set_trial_user_attr(trial_id, "worker", {"host": "elsewhere", "pid": 1})
+    return trial_id
+
+
+def test_a_silent_heartbeat_fails_the_trial_after_the_grace_period(tmp_path: Path) -> None:
+    store, study = _shared(tmp_path, grace=1)
+    silent, beating = _elsewhere(study), _elsewhere(study)
+    liveness = Liveness(store)
+    assert liveness.fail_dead(study) == []  # first sight: counting starts now
+    for count in (1, 2, 3):
+        time.sleep(0.6)
+        study._storage.set_trial_system_attr(beating, HEARTBEAT, count)
+        liveness.fail_dead(study)
+    states = {t._trial_id: t.state for t in study.get_trials()}
+    assert (states[silent], states[beating]) == (TrialState.FAIL, TrialState.RUNNING)
+    reason = row_of(study._storage.get_trial(silent))["reason"]
+    assert reason == "worker 1 on host elsewhere stopped sending heartbeats (none for 1 s)"
+
+
+def test_after_an_outage_the_silence_is_counted_afresh(tmp_path: Path) -> None:
+    """A reader that waited for the storage does not fail trials whose workers waited too."""
+    from test_sweep_retry import Flaky
+
+    store, study = _shared(tmp_path, grace=1)
+    flaky = Flaky(store.storage)
+    store.storage = RetryingStorage(flaky, patience=30, name="flaky")  # type: ignore[abstract]
+    trial_id = _elsewhere(study)
+    liveness = Liveness(store)
+    liveness.fail_dead(study)
+    flaky.down_for(1.5)  # longer than the grace period, which counts only while it is up
+    assert liveness.fail_dead(study) == []
+    assert study._storage.get_trial(trial_id).state == TrialState.RUNNING
+    time.sleep(1.2)
+    assert liveness.fail_dead(study) == [0]
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from unetbench import ConfigError
 from unetbench.sweep import StudySpec, load_study_spec, run_sweep
 from unetbench.sweep.confirm import pareto_ranked
 from unetbench.sweep.describe import stored_description
+from unetbench.sweep.record import row_of
 from unetbench.sweep.storage import open_storage
 
 STUDIES = Path(__file__).parent.parent / "studies"
@@ -123,12 +124,12 @@ def assert_confirmed_top(spec: StudySpec, trials: list[Any], top: int) -> None:
     """The round's promise: the ``top`` best configs by their means over every seed are
     confirmed (or ``2 * top`` configs were), each once."""
     confirmed = [
-        t.user_attrs["config_key"]
+        row_of(t)["config_key"]
         for t in trials
-        if t.user_attrs.get("role") == "confirm" and t.state == TrialState.COMPLETE
+        if row_of(t).get("role") == "confirm" and t.state == TrialState.COMPLETE
     ]
     assert len(confirmed) == len(set(confirmed)) <= 2 * top
-    best = {t.user_attrs["config_key"] for t in pareto_ranked(spec, trials)[:top]}
+    best = {row_of(t)["config_key"] for t in pareto_ranked(spec, trials)[:top]}
     assert best <= set(confirmed) or len(confirmed) == 2 * top
 
 
@@ -147,15 +148,15 @@ def test_confirmation_round_trains_the_best_with_further_seeds_and_resumes(
     second = FakeEvaluator()
     result = sweep(spec, tmp_path, second)
     trials = load(tmp_path).get_trials()
-    confirm = [t for t in trials if t.user_attrs.get("role") == "confirm"]
+    confirm = [t for t in trials if row_of(t).get("role") == "confirm"]
     done = [t for t in confirm if t.state == TrialState.COMPLETE]
     assert_confirmed_top(spec, trials, top=3)
-    best = {t.user_attrs["config_key"] for t in done}
+    best = {row_of(t)["config_key"] for t in done}
     assert result.n_complete == 6 and result.n_confirm == len(done) == len(best)
     for t in done:
-        assert t.user_attrs["train_seed"] == 1002 and t.user_attrs["n_seeds"] == 2
-        source = trials[t.user_attrs["profile_from"]]
-        assert t.user_attrs["peak_mem_train_bytes"] == source.user_attrs["peak_mem_train_bytes"]
+        assert row_of(t)["train_seed"] == 1002 and row_of(t)["n_seeds"] == 2
+        source = trials[row_of(t)["profile_from"]]
+        assert row_of(t)["peak_mem_train_bytes"] == row_of(source)["peak_mem_train_bytes"]
     # The resumed sweep trained only what the interrupted one had not finished.
     assert {key for key, _ in second.seeds} <= set(best)
     n = len(done)
@@ -198,7 +199,7 @@ def test_capped_runs_are_marked_infeasible_and_off_the_front(tmp_path: Path) -> 
     front = {t.number for t in load(tmp_path).best_trials}
     assert front and not front & set(capped["trial_number"])
     for t in load(tmp_path).get_trials():
-        assert (max(t.constraints.values()) > 0) == (t.user_attrs["start_filts"] == 16)
+        assert (max(t.constraints.values()) > 0) == (row_of(t)["start_filts"] == 16)
 
 
 def test_infeasible_trials_get_objective_values_on_the_scale_of_the_others(
@@ -209,13 +210,13 @@ def test_infeasible_trials_get_objective_values_on_the_scale_of_the_others(
     spec = dataclasses.replace(spec, objectives=raw)
     sweep(spec, tmp_path)
     trials = load(tmp_path).get_trials()
-    bad = [t for t in trials if not t.user_attrs["feasible"]]
-    good = [t for t in trials if t.user_attrs["feasible"]]
+    bad = [t for t in trials if not row_of(t)["feasible"]]
+    good = [t for t in trials if row_of(t)["feasible"]]
     assert bad and good
     for i in range(len(raw)):
         top = max(t.values[i] for t in good)
         for t in bad:
-            assert 0 <= t.values[i] <= max(top, t.user_attrs.get("est_peak_mem_train_bytes", 0))
+            assert 0 <= t.values[i] <= max(top, row_of(t).get("est_peak_mem_train_bytes", 0))
     for t in bad:
         assert t.values[0] == 0.0 and t.values[3] == 0.0  # Dice and speed unmeasured: 0
 

@@ -6,7 +6,12 @@ __all__ = ["ConfigError", "SizeError", "UnetbenchError", "UsageError"]
 
 
 class UnetbenchError(Exception):
-    """Base class of every error unetbench raises on purpose."""
+    """Base class of every error unetbench raises on purpose.
+
+    ``exit_code`` is the status the command line exits with (2: a usage mistake).
+    """
+
+    exit_code = 2
 
 
 class ConfigError(UnetbenchError, ValueError):

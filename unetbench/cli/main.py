@@ -1,7 +1,9 @@
 """Entry point of the `unetbench` command: dispatches to one module per subcommand.
 
 Each subcommand module exposes ``add_parser(subparsers)`` and ``run(args) -> int``.
-User mistakes (:class:`~unetbench.UnetbenchError`) end with one line on stderr and exit code 2.
+User mistakes (:class:`~unetbench.UnetbenchError`) end with one line on stderr and exit code 2
+(75 for a storage that stayed unreachable, see :class:`~unetbench.sweep.retry.StorageUnreachable`);
+SIGINT or SIGTERM with one line and 128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from unetbench._errors import UnetbenchError
 
@@ -47,14 +50,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     module = importlib.import_module(f"unetbench.cli.{args.command.replace('-', '_')}")
+    return guarded(args.command, lambda: int(module.run(args)))
+
+
+def guarded(command: str, run: Callable[[], int]) -> int:
+    """Run a subcommand; a user mistake, a lost storage or a signal becomes one line on
+    stderr and its exit status, never a traceback."""
     try:
-        return int(module.run(args))
+        return run()
     except UnetbenchError as exc:
-        sys.stderr.write(f"unetbench {args.command}: error: {exc}\n")
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write(f"unetbench {args.command}: interrupted\n")
-        return 130
+        sys.stderr.write(f"unetbench {command}: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        sys.stderr.write(f"unetbench {command}: interrupted ({signal.Signals(signum).name})\n")
+        return 128 + int(signum)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ def add_parser(subparsers: Any) -> None:
         help="run or resume an Optuna study over U-Net configs",
         description=(
             "Run a study until it has n_trials COMPLETE trials; running it again resumes. "
-            "Writes <results-dir>/<study>/trials.parquet and the Optuna storage."
+            "Writes <results-dir>/<study>/trials.parquet and the Optuna storage. Exit codes: "
+            "0 done, 2 a mistake in the command or study, 75 the storage stayed unreachable "
+            "for longer than the grace period, 130/143 interrupted by SIGINT/SIGTERM."
         ),
     )
     p.add_argument("spec", type=Path, help="study spec, e.g. studies/quick.toml")
@@ -46,7 +48,7 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         metavar="SECONDS",
         help="server databases and grpc://: seconds between heartbeats of a running trial "
-        "(default 60)",
+        "(default: the study's [storage] heartbeat_interval, else 60)",
     )
     p.add_argument(
         "--grace-period",
@@ -54,7 +56,17 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         metavar="SECONDS",
         help="server databases and grpc://: seconds without a heartbeat after which a trial's "
-        "worker is taken for dead and the trial failed and rerun elsewhere (default 180)",
+        "worker is taken for dead and the trial failed and rerun elsewhere, and how long a "
+        "storage outage is waited out before the sweep stops with exit code 75 "
+        "(default: the study's [storage] grace_period, else 180)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds to wait for a database server or storage proxy to answer when the sweep "
+        "starts (default: the study's [storage] connect_timeout, else 5)",
     )
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="default: results")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -85,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
             devices=args.devices,
             heartbeat_interval=args.heartbeat_interval,
             grace_period=args.grace_period,
+            connect_timeout=args.connect_timeout,
         )
     confirmed = f" and {result.n_confirm} confirmation trials" if result.n_confirm else ""
     print(

@@ -25,8 +25,8 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from unetbench.sweep.record import CONFIG_KEY, role_of, row_of
 from unetbench.sweep.repeats import MEAN_COLUMNS
-from unetbench.sweep.sampling import role_of
 from unetbench.sweep.spec import StudySpec
 
 __all__ = ["ConfirmItem", "confirm_todo", "pareto_ranked", "seed_means", "train_seeds"]
@@ -56,12 +56,13 @@ def pareto_ranked(spec: StudySpec, trials: Sequence[FrozenTrial]) -> list[Frozen
     seen: set[Any] = set()
     ok = []
     for t in sorted(trials, key=lambda t: t.number):
-        key = t.user_attrs.get("config_key")
+        row = row_of(t)
+        key = row.get(CONFIG_KEY)
         if (
             t.state == TrialState.COMPLETE
             and role_of(t) == "search"
-            and t.user_attrs.get("feasible")
-            and "reused_from" not in t.user_attrs
+            and row.get("feasible")
+            and "reused_from" not in row
             and key not in seen
             and t.values is not None
         ):
@@ -71,7 +72,7 @@ def pareto_ranked(spec: StudySpec, trials: Sequence[FrozenTrial]) -> list[Frozen
     means = seed_means(trials)
     gain = {}
     for t in ok:
-        mean = means.get(t.user_attrs["config_key"], {})
+        mean = means.get(t.user_attrs[CONFIG_KEY], {})
         values = [mean.get(name, v) for name, v in zip(spec.objective_names, t.values, strict=True)]
         gain[t.number] = [s * v for s, v in zip(signs, values, strict=True)]
     ranked: list[FrozenTrial] = []
@@ -91,7 +92,7 @@ def seed_means(trials: Sequence[FrozenTrial]) -> dict[Any, dict[str, float]]:
     sums: dict[Any, dict[str, float]] = {}
     counts: dict[Any, float] = {}
     for t in trials:
-        attrs = t.user_attrs
+        attrs = row_of(t)
         n = attrs.get("n_seeds")
         if t.state != TrialState.COMPLETE or "reused_from" in attrs or not n:
             continue
@@ -116,12 +117,12 @@ def confirm_todo(spec: StudySpec, trials: Sequence[FrozenTrial]) -> tuple[list[C
     if spec.confirm_top < 1 or spec.confirm_repeats <= spec.repeats:
         return [], 0
     confirm = [t for t in trials if role_of(t) == "confirm"]
-    done = {t.user_attrs.get("config_key") for t in confirm if t.state == TrialState.COMPLETE}
-    active = {t.user_attrs.get("config_key") for t in confirm if t.state in _ACTIVE}
+    done = {t.user_attrs.get(CONFIG_KEY) for t in confirm if t.state == TrialState.COMPLETE}
+    active = {t.user_attrs.get(CONFIG_KEY) for t in confirm if t.state in _ACTIVE}
     room = 2 * spec.confirm_top - len(done | active)
     todo: list[ConfirmItem] = []
     for t in pareto_ranked(spec, trials)[: spec.confirm_top]:
-        key = str(t.user_attrs["config_key"])
+        key = str(t.user_attrs[CONFIG_KEY])
         if key not in done and key not in active and len(todo) < room:
             todo.append(
                 ConfirmItem(

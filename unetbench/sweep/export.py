@@ -12,34 +12,12 @@ import optuna
 import pandas as pd
 
 from unetbench.shapes import fmt_shape
-from unetbench.sweep.liveness import REASON_ATTR_PREFIX, identity_of
+from unetbench.sweep.record import LEADING, fail_reason, identity_of, row_of
 
 __all__ = ["RUN_COLUMNS", "export_results", "export_trials", "runs_frame", "trials_frame"]
 
-# Columns that lead the table, in this order; the rest follow as the trials recorded them.
-_LEADING = (
-    "trial_number",
-    "trial_state",
-    "role",
-    "feasible",
-    "status",
-    "reason",
-    "reused_from",
-    "config_key",
-    "train_seed",
-    "n_seeds",
-    "steps_done",
-    "train_steps",
-    "val_dice",
-    "val_iou",
-    "train_loss",
-    "peak_mem_train_bytes",
-    "est_peak_mem_train_bytes",
-    "train_voxels_per_s",
-    "checkpointing",
-)
 # Bookkeeping attributes that are not record columns (runs are in runs.parquet).
-_DROP = frozenset({"constraints", "worker_start", "worker", "runs"})
+_DROP = frozenset({"constraints", "worker_start", "worker", "runs", "record"})
 #: Columns of runs.parquet, before the searched fields.
 RUN_COLUMNS = (
     "trial_number",
@@ -59,18 +37,14 @@ RUN_COLUMNS = (
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """Every trial of the study (any state) as a flat row with the profiler's column names."""
     rows = []
-    late_reasons = {
-        k[len(REASON_ATTR_PREFIX) :]: v
-        for k, v in study._storage.get_study_system_attrs(study._study_id).items()
-        if k.startswith(REASON_ATTR_PREFIX)
-    }
+    late_reasons = fail_reason(study)  # studies before 0.3: reasons Optuna's heartbeat left
     for t in study.get_trials(deepcopy=False):
-        row: dict[str, Any] = {k: v for k, v in t.user_attrs.items() if k not in _DROP}
+        row: dict[str, Any] = {k: v for k, v in row_of(t).items() if k not in _DROP}
         ident = identity_of(t.user_attrs)
         if ident is not None:
             row.update(worker_host=ident["host"], worker_pid=ident["pid"])
-        if t.state.name == "FAIL" and not row.get("reason") and str(t.number) in late_reasons:
-            row.update(status="error", reason=late_reasons[str(t.number)])
+        if t.state.name == "FAIL" and not row.get("reason") and t.number in late_reasons:
+            row.update(status="error", reason=late_reasons[t.number])
         row["trial_number"] = t.number
         row["trial_state"] = t.state.name
         row.setdefault("feasible", False)
@@ -82,8 +56,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
-        return pd.DataFrame(columns=list(_LEADING))
-    lead = [c for c in _LEADING if c in frame.columns]
+        return pd.DataFrame(columns=list(LEADING))
+    lead = [c for c in LEADING if c in frame.columns]
     return frame[lead + [c for c in frame.columns if c not in lead]]
 
 
@@ -99,7 +73,7 @@ def runs_frame(study: optuna.Study, searched: Sequence[str]) -> pd.DataFrame:
     the values of the ``searched`` fields."""
     rows = []
     for t in study.get_trials(deepcopy=False):
-        attrs = t.user_attrs
+        attrs = row_of(t)
         if "reused_from" in attrs or not isinstance(attrs.get("runs"), list):
             continue
         fields = {f: _flat(f, attrs.get(f)) for f in searched}

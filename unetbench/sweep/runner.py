@@ -2,16 +2,24 @@
 
 One worker runs in this process; more are spawned as processes that share the storage
 (journal file or SQLite on one machine, a server database or the gRPC proxy across machines),
-each on its own device when ``devices`` are given. The parent shows a progress bar, exports
-``trials.parquet`` whenever a trial finishes, and on Ctrl-C waits for the workers to mark
-their running trials FAIL, saves what finished and re-raises.
+each on its own device when ``devices`` are given (the loop is in
+:mod:`unetbench.sweep.worker`). The parent shows a progress bar and exports
+``trials.parquet`` whenever a trial finishes. On SIGINT or SIGTERM (to the parent alone, as a
+scheduler sends it, or to the whole process group, as Ctrl-C does) the parent passes SIGTERM
+on to its workers, which fail their running trials with the signal as the reason; it saves
+what finished and raises :class:`~unetbench.sweep.worker.Interrupted`. A storage that stays
+unreachable for longer than the grace period ends every worker and then the parent, with
+:class:`~unetbench.sweep.retry.StorageUnreachable`; running the same command again resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
+import os
+import signal
 import time
 import warnings
 from collections.abc import Sequence
@@ -29,12 +37,18 @@ from unetbench.sweep.describe import record_description, stored_description
 from unetbench.sweep.evaluator import Evaluator, TorchEvaluator
 from unetbench.sweep.export import export_results
 from unetbench.sweep.liveness import Liveness
-from unetbench.sweep.sampling import role_of, search_plan
+from unetbench.sweep.record import role_of, row_of
+from unetbench.sweep.retry import RetryingStorage, StorageUnreachable
+from unetbench.sweep.sampling import search_plan
 from unetbench.sweep.spec import StudySpec, load_study_spec
 from unetbench.sweep.storage import StudyStorage, open_storage
 from unetbench.sweep.worker import (
+    EXIT_INTERRUPTED,
+    EXIT_STORAGE_LOST,
+    Interrupted,
     WorkerArgs,
     cpu_threads,
+    interrupts_raise,
     run_worker,
     torch_threads,
     worker_process_main,
@@ -73,6 +87,7 @@ def run_sweep(
     devices: str | Sequence[str] | None = None,
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
+    connect_timeout: float | None = None,
 ) -> SweepResult:
     """Run or resume ``spec`` until ``n_trials`` (default ``spec.n_trials``) trials are COMPLETE.
 
@@ -88,8 +103,17 @@ def run_sweep(
         devices: one device per worker (``"cuda:0,cuda:1"``, ``"all"`` or a list); worker i
             trains on ``devices[i % len(devices)]`` instead of the spec's device, recorded per
             trial as ``device``.
-        heartbeat_interval: seconds between heartbeats of a running trial (shared storages).
-        grace_period: seconds of silence after which a trial's worker is taken for dead.
+        heartbeat_interval: seconds between heartbeats of a running trial (shared storages;
+            default the spec's ``[storage] heartbeat_interval``, else 60).
+        grace_period: seconds of silence after which a trial's worker is taken for dead, and
+            how long a storage outage is waited out (default the spec's
+            ``[storage] grace_period``, else 180).
+        connect_timeout: seconds to wait for a storage server when opening (default the
+            spec's ``[storage] connect_timeout``, else 5).
+
+    Raises:
+        StorageUnreachable: the storage stayed unreachable for longer than the grace period.
+        Interrupted: SIGINT or SIGTERM; running trials are failed and finished ones saved.
     """
     if not isinstance(spec, StudySpec):
         spec = load_study_spec(spec)
@@ -103,7 +127,14 @@ def run_sweep(
     n = plan.n_trials
     data = evaluator.load_data(spec)  # data mistakes end the sweep before anything is stored
     study_dir = Path(results_dir) / spec.name
-    store = open_storage(storage, study_dir, heartbeat_interval, grace_period)
+    store = open_storage(
+        storage,
+        study_dir,
+        heartbeat_interval,
+        grace_period,
+        spec.connect_timeout if connect_timeout is None else connect_timeout,
+        defaults=(spec.heartbeat_interval, spec.grace_period),
+    )
     study = _create_or_check(spec, store)
     record_description(study, spec, study_dir)
     Liveness(store).fail_dead(study)
@@ -111,35 +142,58 @@ def run_sweep(
     searched = tuple(spec.search)
     bar = _Progress(spec, n, show_progress)
     try:
-        if workers == 1:
-            bar.update(study)
-            with torch_threads(cpu_threads(spec, 1)):
-                run_worker(
-                    spec,
-                    store,
-                    n,
-                    evaluator,
-                    on_trial_end=lambda s: _after(s, bar, study_dir, searched),
-                    device=device_list[0],
+        with interrupts_raise():
+            if workers == 1:
+                bar.update(study)
+                with torch_threads(cpu_threads(spec, 1)):
+                    run_worker(
+                        spec,
+                        store,
+                        n,
+                        evaluator,
+                        on_trial_end=lambda s: _after(s, bar, study_dir, searched),
+                        device=device_list[0],
+                        plan=plan,
+                        data=data,
+                    )
+            else:
+                args = WorkerArgs(
+                    spec=spec,
+                    storage_url=storage,
+                    study_dir=str(study_dir),
+                    n_trials=n,
+                    evaluator=evaluator,
+                    workers=workers,
+                    log_level=logging.getLogger().getEffectiveLevel(),
+                    threads=cpu_threads(spec, workers),
+                    heartbeat_interval=store.heartbeat_interval if store.shared else None,
+                    grace_period=store.grace_period if store.shared else None,
+                    connect_timeout=connect_timeout or spec.connect_timeout,
                     plan=plan,
-                    data=data,
                 )
-        else:
-            args = WorkerArgs(
-                spec, storage, str(study_dir), n, evaluator, 0, workers, None,
-                logging.getLogger().getEffectiveLevel(), cpu_threads(spec, workers),
-                heartbeat_interval, grace_period, plan,
-            )  # fmt: skip
-            _run_processes(args, device_list, study, bar, study_dir)
+                _run_processes(args, device_list, study, bar, study_dir)
     except KeyboardInterrupt:
         _LOG.warning("interrupted: finished trials are saved in %s", trials_path)
-        export_results(study, study_dir, searched)
+        _save(study, store, study_dir, searched)
         raise
     finally:
         bar.close()
-    ConfigClaims(store.storage, spec.name).drop_finished(study)
+    claims = ConfigClaims(store.storage, spec.name, store.grace_period)
+    claims.drop_stale(running=bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))))
     export_results(study, study_dir, searched)
     return _result(spec, store, study, trials_path)
+
+
+def _save(
+    study: optuna.Study, store: StudyStorage, study_dir: Path, searched: tuple[str, ...]
+) -> None:
+    """Export what finished, waiting only briefly for the storage."""
+    if isinstance(store.storage, RetryingStorage):
+        store.storage.patience = min(store.storage.patience, 5.0)
+    try:
+        export_results(study, study_dir, searched)
+    except StorageUnreachable as exc:
+        _LOG.warning("trials.parquet not updated: %s", exc)
 
 
 def _devices(spec: StudySpec, devices: str | Sequence[str] | None, check: bool) -> list[str]:
@@ -216,21 +270,43 @@ def _run_processes(
     try:
         while any(p.is_alive() for p in procs):
             time.sleep(1.0)
-            finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-            if finished != seen:
-                seen = finished
-                _after(study, bar, study_dir, tuple(args.spec.search))
+            with contextlib.suppress(StorageUnreachable):  # the workers say when to give up
+                finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+                if finished != seen:
+                    seen = finished
+                    _after(study, bar, study_dir, tuple(args.spec.search))
     except KeyboardInterrupt:
-        for p in procs:  # they got the same SIGINT; give them time to mark their trials FAIL
-            p.join(timeout=30)
-            if p.is_alive():
-                p.terminate()
+        _stop(procs)
         raise
     for p in procs:
         p.join()
-    bad = [p.exitcode for p in procs if p.exitcode]
+    codes = [p.exitcode for p in procs]
+    if EXIT_STORAGE_LOST in codes:
+        raise StorageUnreachable(
+            f"the storage was unreachable for longer than the grace period; "
+            f"{codes.count(EXIT_STORAGE_LOST)} of {len(procs)} workers stopped; run the same "
+            "command again to resume"
+        )
+    interrupted = [c - EXIT_INTERRUPTED for c in codes if c and c > EXIT_INTERRUPTED]
+    if interrupted:
+        raise Interrupted(interrupted[0])
+    bad = [c for c in codes if c]
     if bad:
         _LOG.warning("%d worker process(es) exited with codes %s", len(bad), bad)
+
+
+def _stop(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    """SIGTERM to every worker (they fail their running trials), then wait for them."""
+    for p in procs:
+        if p.is_alive() and p.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15.0
+    for p in procs:
+        p.join(timeout=max(0.1, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join()
 
 
 def _after(study: optuna.Study, bar: _Progress, study_dir: Path, searched: tuple[str, ...]) -> None:
@@ -252,7 +328,7 @@ class _Progress:
     def update(self, study: optuna.Study) -> None:
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         best = _best(done, self.name, self.direction)
-        infeasible = sum(not t.user_attrs.get("feasible", False) for t in done)
+        infeasible = sum(not row_of(t).get("feasible", False) for t in done)
         shown = f"{best[self.name]:.4g}" if best else "-"
         self.bar.total = max(self.bar.total, len(done))  # confirmation may run longer
         self.bar.set_postfix_str(f"best {self.name}={shown}, infeasible={infeasible}")
@@ -267,27 +343,26 @@ def _best(trials: list[optuna.trial.FrozenTrial], name: str, direction: str) -> 
     """Row of the feasible search trial whose config is best on ``name``, run metrics as
     means over every seed of the config (confirmation included); {} if there is none."""
     means = seed_means(trials)
+    rows = {t.number: row_of(t) for t in trials}
 
     def value(t: optuna.trial.FrozenTrial) -> Any:
-        return means.get(t.user_attrs.get("config_key"), {}).get(name, t.user_attrs.get(name))
+        row = rows[t.number]
+        return means.get(row.get("config_key"), {}).get(name, row.get(name))
 
     ok = [
         t
         for t in trials
         if role_of(t) == "search"
-        and t.user_attrs.get("feasible")
+        and rows[t.number].get("feasible")
         and isinstance(value(t), int | float)
     ]
     if not ok:
         return {}
     sign = 1.0 if direction == "maximize" else -1.0
     best = max(ok, key=lambda t: sign * float(value(t)))
-    seeds = means.get(best.user_attrs.get("config_key"), {}).get("n_seeds")
-    return {
-        **best.user_attrs,
-        name: value(best),
-        "n_seeds": seeds or best.user_attrs.get("n_seeds"),
-    }
+    row = rows[best.number]
+    seeds = means.get(row.get("config_key"), {}).get("n_seeds")
+    return {**row, name: value(best), "n_seeds": seeds or row.get("n_seeds")}
 
 
 def _result(spec: StudySpec, store: StudyStorage, study: optuna.Study, path: Path) -> SweepResult:
@@ -300,7 +375,9 @@ def _result(spec: StudySpec, store: StudyStorage, study: optuna.Study, path: Pat
         trials_path=path,
         n_complete=sum(role_of(t) == "search" for t in done),
         n_confirm=sum(role_of(t) == "confirm" for t in done),
-        n_feasible=sum(bool(t.user_attrs.get("feasible")) for t in done),
-        n_failed=sum(t.state == TrialState.FAIL for t in trials),
+        n_feasible=sum(bool(row_of(t).get("feasible")) for t in done),
+        n_failed=sum(
+            t.state == TrialState.FAIL and row_of(t).get("status") != "surplus" for t in trials
+        ),
         best=best,
     )

@@ -11,13 +11,14 @@ searched field is in its relative search space) and
   where it stopped;
 - otherwise asks the wrapped sampler up to ``_TRIES`` times for a legal config that no search
   trial holds, then takes a random new legal one; a repeat is proposed only when none is left
-  (its result is then reused, see :mod:`unetbench.sweep.objective`).
+  (its result is then reused, see :mod:`unetbench.sweep.measure`).
 
 A search trial holds a config while it is WAITING, RUNNING or COMPLETE (a FAIL trial, a killed
 worker's, gives its config back). The chosen config's key is written to the trial at once, so
-the next proposal sees it taken, and the trial claims the config atomically (see
-:mod:`unetbench.sweep.claims`), so two workers proposing at the same moment on different
-machines of one PostgreSQL or gRPC storage never get the same config.
+the next proposal sees it taken, and the trial claims the config atomically, then reads the
+trials again (see :mod:`unetbench.sweep.claims`), so two workers proposing at the same moment
+on different machines of one PostgreSQL or gRPC storage never get the same config, and a
+config is never proposed again because its trial finished between a read and a claim.
 
 Optuna's own samplers do not fit: GridSampler runs the full product, illegal combinations
 included, and BruteForceSampler needs a conditional search space and may hand one config to
@@ -38,6 +39,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from unetbench._errors import ConfigError
 from unetbench.sweep.claims import ConfigClaims
+from unetbench.sweep.record import CONFIG_KEY, CONSTRAINTS, role_of, set_config_key
 from unetbench.sweep.space import (
     MAX_COMBINATIONS,
     decode_param,
@@ -54,7 +56,6 @@ __all__ = [
     "SearchPlan",
     "constraints_from_attrs",
     "make_sampler",
-    "role_of",
     "search_plan",
 ]
 
@@ -68,38 +69,9 @@ _HOLDING = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
 CONSTRAINT_NAMES = ("memory_over_budget", "failed")
 
 
-def role_of(trial: FrozenTrial | optuna.Trial) -> str:
-    """``"search"`` or ``"confirm"`` (trials of studies run before roles existed: search)."""
-    return str(trial.user_attrs.get("role", "search"))
-
-
-def _claim(claims: ConfigClaims, study: optuna.Study, key: str, trial_id: int) -> bool:
-    """Claim ``key`` for the trial; a claim left by a finished or dead trial is taken over.
-
-    Claims are atomic in every storage (PostgreSQL and the gRPC proxy included), so two
-    workers proposing at the same moment on different machines never get the same config.
-    """
-    if claims.try_claim(key, trial_id):
-        return True
-    held = claims.holder(key)
-    if held is None:
-        return claims.try_claim(key, trial_id)
-    claim_id, owner = held
-    if owner == trial_id:
-        return True
-    try:
-        state = None if owner is None else study._storage.get_trial(owner).state
-    except KeyError:
-        state = None
-    if owner is not None and state not in (TrialState.RUNNING, TrialState.WAITING):
-        claims.drop(claim_id)  # its trial finished (the objective releases) or died
-        return claims.try_claim(key, trial_id)
-    return False
-
-
 def constraints_from_attrs(trial: optuna.trial.FrozenTrial) -> list[float]:
     """``constraints_func`` for Optuna < 5 (see :data:`CONSTRAINT_NAMES`); <= 0 is satisfied."""
-    value = trial.user_attrs.get("constraints")
+    value = trial.system_attrs.get(CONSTRAINTS)
     return [float(v) for v in value] if isinstance(value, list) else [1.0, 1.0]
 
 
@@ -112,10 +84,12 @@ class LegalSampler(optuna.samplers.BaseSampler):
         base: optuna.samplers.BaseSampler | None,
         legal: Sequence[dict[str, Any]] | None,
         seed: int,
+        claims: ConfigClaims,
     ) -> None:
         if base is None and legal is None:
             raise ValueError("an exhaustive sampler needs the list of legal configs")
         self.spec = spec
+        self.claims = claims
         self.base = base
         self._rng = random.Random(seed)
         self.legal: list[dict[str, Any]] | None = None
@@ -137,21 +111,31 @@ class LegalSampler(optuna.samplers.BaseSampler):
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
         if trial.system_attrs.get("fixed_params") or role_of(trial) != "search":
-            return {}  # an enqueued trial (a confirmation) brings its own config
-        taken = {
-            t.user_attrs.get("config_key")
-            for t in study.get_trials(deepcopy=False, states=_HOLDING)
-            if t.number != trial.number and role_of(t) == "search"
-        }
-        claims = ConfigClaims(study._storage, study.study_name)
+            return {}  # an enqueued trial brings its own config
+        taken = self._taken(study, trial.number)
         for _ in range(len(self.legal) if self.legal is not None else _TRIES):
             values = self._choose(study, trial, taken)
             key = values_key(self.spec, values)
-            if key is None or key in taken or _claim(claims, study, key, trial._trial_id):
-                break
+            if key is None or key in taken:
+                break  # every legal config is taken: a repeat, whose result is reused
+            if self.claims.take(key, trial._trial_id):
+                # Claim, then read again: a trial may have finished this config and released
+                # its claim between the first read and the claim.
+                if key not in self._taken(study, trial.number):
+                    break
+                self.claims.release(key)
             taken.add(key)  # a worker on another machine took it a moment ago
-        study._storage.set_trial_user_attr(trial._trial_id, "config_key", key)
+        set_config_key(study._storage, trial._trial_id, key)
         return {f: encode_param(f, v) for f, v in values.items()}
+
+    @staticmethod
+    def _taken(study: optuna.Study, number: int) -> set[Any]:
+        """Config keys held by other search trials (WAITING, RUNNING or COMPLETE)."""
+        return {
+            t.user_attrs.get(CONFIG_KEY)
+            for t in study.get_trials(deepcopy=False, states=_HOLDING)
+            if t.number != number and role_of(t) == "search"
+        }
 
     def _choose(self, study: optuna.Study, trial: FrozenTrial, taken: set[Any]) -> dict[str, Any]:
         if self.base is None:
@@ -252,13 +236,15 @@ def search_plan(spec: StudySpec, n_trials: int) -> SearchPlan:
     return SearchPlan(legal, spec.sampler == "grid" or n == len(legal), n)
 
 
-def make_sampler(spec: StudySpec, seed: int, plan: SearchPlan) -> LegalSampler:
+def make_sampler(
+    spec: StudySpec, seed: int, plan: SearchPlan, claims: ConfigClaims
+) -> LegalSampler:
     """The spec's sampler, seeded and wrapped so that it proposes only legal, new configs.
 
     The memory budget and failures reach it as constraints (see :mod:`.objective`).
     """
     if plan.exhaustive:
-        return LegalSampler(spec, None, plan.legal, seed)
+        return LegalSampler(spec, None, plan.legal, seed, claims)
     opts: dict[str, Any] = dict(spec.sampler_options)
     if not hasattr(optuna.Trial, "set_constraint"):  # Optuna < 5 only reads constraints when
         opts["constraints_func"] = constraints_from_attrs  # a constraints_func is given
@@ -271,4 +257,4 @@ def make_sampler(spec: StudySpec, seed: int, plan: SearchPlan) -> LegalSampler:
         base = optuna.samplers.TPESampler(seed=seed, **opts)
     else:
         base = optuna.samplers.RandomSampler(seed=seed)
-    return LegalSampler(spec, base, plan.legal, seed)
+    return LegalSampler(spec, base, plan.legal, seed, claims)

@@ -94,7 +94,10 @@ _TOP_KEYS = {
     "objectives",
     "sampler",
     "confirm",
+    "storage",
 }
+# [storage]: how a shared storage is used; none of it changes a trial's result.
+_STORAGE_KEYS = {"heartbeat_interval", "grace_period", "connect_timeout"}
 _TRAIN_KEYS = {
     "patch_shape", "batch_size", "steps", "seconds", "lr", "dice_loss", "device", "threads",
     "precision", "repeats",
@@ -135,6 +138,9 @@ class StudySpec:
     sampler_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     seed: int = 0
     description: str = ""
+    heartbeat_interval: int | None = None  # [storage]; None: the storage's default
+    grace_period: int | None = None
+    connect_timeout: float | None = None
     source: str = "<dict>"
 
     @property
@@ -153,7 +159,11 @@ class StudySpec:
         """
         d = dataclasses.asdict(self)
         # The confirmation round adds trials but changes none, so it can be added later.
-        for key in ("n_trials", "description", "source", "confirm_top", "confirm_repeats"):
+        # How the storage is used changes no result either.
+        for key in (
+            "n_trials", "description", "source", "confirm_top", "confirm_repeats",
+            "heartbeat_interval", "grace_period", "connect_timeout",
+        ):  # fmt: skip
             d.pop(key)
         # Fields added later count only when set, so studies run before them still resume.
         for key, default in (
@@ -211,6 +221,8 @@ def _parse(raw: Mapping[str, Any], src: str) -> StudySpec:
     budget = raw.get("memory_budget")
     repeats = as_int(train.get("repeats", 1), f"{src}: train.repeats")
     top, confirm_repeats = _confirm(raw, repeats, src)
+    storage = as_table(raw, "storage", src) if "storage" in raw else {}
+    no_unknown(storage, _STORAGE_KEYS, src, "storage.")
     return StudySpec(
         name=name,
         description=str(raw.get("description", "")),
@@ -240,8 +252,19 @@ def _parse(raw: Mapping[str, Any], src: str) -> StudySpec:
         objectives=_objectives(as_table(raw, "objectives", src), src),
         sampler=sampler_name,
         sampler_options=sampler,
+        heartbeat_interval=_whole_seconds(storage, "heartbeat_interval", src),
+        grace_period=_whole_seconds(storage, "grace_period", src),
+        connect_timeout=(
+            as_positive(storage["connect_timeout"], f"{src}: storage.connect_timeout")
+            if "connect_timeout" in storage
+            else None
+        ),
         source=src,
     )
+
+
+def _whole_seconds(table: Mapping[str, Any], key: str, src: str) -> int | None:
+    return as_int(table[key], f"{src}: storage.{key}") if key in table else None
 
 
 def _confirm(raw: Mapping[str, Any], repeats: int, src: str) -> tuple[int, int]:

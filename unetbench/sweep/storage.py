@@ -7,13 +7,16 @@ Storage strings:
   (:class:`optuna.storages.journal.JournalFileBackend`), for several processes on one machine.
 * ``sqlite:///PATH`` -> SQLite elsewhere (one machine).
 * ``postgresql[+driver]://...`` (``postgres://`` is read as ``postgresql://``),
-  ``mysql[+driver]://...`` -> a server database (:class:`optuna.storages.RDBStorage`) with
-  Optuna's heartbeat, for workers on many machines.
+  ``mysql[+driver]://...`` -> a server database (:class:`optuna.storages.RDBStorage`), for
+  workers on many machines (the sweep sends its own heartbeats).
 * ``grpc://HOST:PORT`` -> Optuna's gRPC storage proxy (``unetbench storage-server``), for
   hundreds of workers in front of one database.
 
-A mistake (unknown scheme, missing driver, wrong password, missing database, server down) is a
-:class:`~unetbench.UsageError` with one line naming it; nothing is created then.
+A mistake (unknown scheme, missing driver, wrong password, missing database, server down or
+silent) is a :class:`~unetbench.UsageError` with one line naming it, within the connect
+timeout; nothing is created then. Once open, every call goes through
+:class:`~unetbench.sweep.retry.RetryingStorage`, which rides out an outage for up to the grace
+period.
 """
 
 from __future__ import annotations
@@ -30,10 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages._cached_storage import _CachedStorage  # what load_study(URL) wraps
 
 from unetbench._errors import UsageError
+from unetbench.sweep.retry import RetryingStorage
 
 __all__ = [
+    "CONNECT_TIMEOUT_S",
     "GRACE_PERIOD_S",
     "HEARTBEAT_INTERVAL_S",
     "StudyStorage",
@@ -59,8 +65,16 @@ _LOCAL_HEARTBEAT = (
     "--heartbeat-interval and --grace-period apply to server databases and grpc:// only; "
     "{storage} is a local {kind} storage, whose dead workers are recognised by their process IDs"
 )
-# How long a new worker waits for `unetbench storage-server` to answer.
-GRPC_CONNECT_TIMEOUT_S = 30.0
+# How long opening a storage waits for a server (database or gRPC proxy) to answer.
+CONNECT_TIMEOUT_S = 5.0
+# TCP keepalive on database connections: a server that stops answering mid-call is noticed
+# within about idle + interval * count seconds, instead of never.
+_KEEPALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
 # Any 64-bit number, the same in every worker: PostgreSQL advisory lock around schema creation.
 _SCHEMA_LOCK_KEY = 0x756E6574_62656E63
 
@@ -69,9 +83,10 @@ _SCHEMA_LOCK_KEY = 0x756E6574_62656E63
 class StudyStorage:
     """An opened Optuna storage and what the sweep needs to know about it.
 
-    ``kind`` is ``sqlite``, ``journal``, ``server`` (a database server with Optuna's heartbeat)
-    or ``grpc`` (the proxy; the sweep sends its own heartbeat, see
-    :mod:`unetbench.sweep.liveness`). Local storages (sqlite, journal) serialise trial creation
+    ``kind`` is ``sqlite``, ``journal``, ``server`` (a database server) or ``grpc`` (the
+    proxy); on the last two the sweep sends heartbeats (see :mod:`unetbench.sweep.liveness`).
+    ``storage`` retries calls while the storage is unreachable for up to ``grace_period``
+    seconds. Local storages (sqlite, journal) serialise trial creation
     with a lock file next to the storage, ``<storage file>.trials-lock`` (not ``.lock``, which
     Optuna's journal backend uses for its own symlink lock).
     """
@@ -80,8 +95,8 @@ class StudyStorage:
     url: str  # what optuna-dashboard is given to open it (password included, for the user)
     kind: str
     lock_path: Path | None = None
-    heartbeat_interval: int | None = None
-    grace_period: int | None = None
+    heartbeat_interval: int = HEARTBEAT_INTERVAL_S
+    grace_period: int = GRACE_PERIOD_S
 
     @property
     def shared(self) -> bool:
@@ -107,6 +122,9 @@ def open_storage(
     study_dir: Path,
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
+    connect_timeout: float | None = None,
+    *,
+    defaults: tuple[int | None, int | None] = (None, None),
 ) -> StudyStorage:
     """Resolve and open a storage string (see the module docstring).
 
@@ -116,36 +134,45 @@ def open_storage(
         heartbeat_interval: seconds between a running trial's heartbeats (shared storages;
             default 60).
         grace_period: seconds without a heartbeat after which a trial's worker is taken for
-            dead and the trial is failed (shared storages; default 180).
+            dead, and how long a storage outage is waited out (shared storages; default 180).
+        connect_timeout: seconds to wait for a server to answer when opening (default 5).
+        defaults: a study's own ``(heartbeat_interval, grace_period)``, used where the two
+            arguments above are None (and, unlike them, accepted on local storages).
 
     Raises:
-        UsageError: a storage string or heartbeat setting that cannot work, or a database
-            that cannot be reached; the message is one line.
+        UsageError: a storage string or setting that cannot work, or a server that cannot be
+            reached; the message is one line.
     """
     heartbeat_given = heartbeat_interval is not None or grace_period is not None
     if url is None and heartbeat_given:  # refused before the default database is created
         raise UsageError(_LOCAL_HEARTBEAT.format(storage="the default SQLite file", kind="sqlite"))
+    timeout = CONNECT_TIMEOUT_S if connect_timeout is None else connect_timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise UsageError(f"--connect-timeout must be a number of seconds > 0, got {timeout!r}")
     url = _normalise(url, study_dir)
     kind = _kind(url)
     if kind in ("sqlite", "journal") and heartbeat_given:
         raise UsageError(_LOCAL_HEARTBEAT.format(storage=redact(url), kind=kind))
-    if kind in ("server", "grpc"):
-        heartbeat_interval = (
-            HEARTBEAT_INTERVAL_S if heartbeat_interval is None else heartbeat_interval
-        )
-        grace_period = GRACE_PERIOD_S if grace_period is None else grace_period
-        _check_heartbeat(heartbeat_interval, grace_period)
+    interval = _first(heartbeat_interval, defaults[0], HEARTBEAT_INTERVAL_S)
+    grace = _first(grace_period, defaults[1], GRACE_PERIOD_S)
+    _check_heartbeat(interval, grace)
     if kind == "journal":
-        return _open_journal(url)
-    if kind == "grpc":
-        store = _open_grpc(url)
+        store = _open_journal(url)
     elif kind == "sqlite":
-        return _open_sqlite(url)
+        store = _open_sqlite(url)
+    elif kind == "grpc":
+        store = _open_grpc(url, float(timeout))
     else:
-        store = StudyStorage(_open_server(url, heartbeat_interval, grace_period), url, "server")
-    store.heartbeat_interval = heartbeat_interval
-    store.grace_period = grace_period
+        store = StudyStorage(_open_server(url, float(timeout)), url, "server")
+    store.heartbeat_interval = interval
+    store.grace_period = grace
+    # Its storage methods are made by retry.py (one forwarder each), which mypy cannot see.
+    store.storage = RetryingStorage(store.storage, grace, redact(url))  # type: ignore[abstract]
     return store
+
+
+def _first(*values: int | None) -> int:
+    return next(v for v in values if v is not None)
 
 
 def redact(url: str) -> str:
@@ -233,30 +260,21 @@ def _open_sqlite(url: str) -> StudyStorage:
     except Exception as exc:
         raise UsageError(f"cannot open storage {url}: {_first_line(exc)}") from None
     _sqlite_wal(storage)
-    return StudyStorage(storage, url, "sqlite", Path(f"{db}.trials-lock"))
+    return StudyStorage(_CachedStorage(storage), url, "sqlite", Path(f"{db}.trials-lock"))
 
 
-def _open_server(
-    url: str, heartbeat_interval: int | None, grace_period: int | None
-) -> optuna.storages.BaseStorage:
-    """RDBStorage on a database server; its tables are created by one worker at a time."""
-    import inspect
-
+def _open_server(url: str, connect_timeout: float) -> optuna.storages.BaseStorage:
+    """RDBStorage on a database server (with Optuna's cache of finished trials, so a read
+    fetches only what changed); its tables are created by one worker at a time."""
     import sqlalchemy
     from optuna.storages import RDBStorage
 
-    from unetbench.sweep.liveness import note_stale_trial
-
-    params = inspect.signature(RDBStorage).parameters
-    rdb: Any = RDBStorage
-    callback = (  # renamed in Optuna 5
-        "heartbeat_stale_trial_callback"
-        if "heartbeat_stale_trial_callback" in params
-        else "failed_trial_callback"
-    )
     safe = redact(url)
+    connect_args: dict[str, Any] = {"connect_timeout": max(1, round(connect_timeout))}
+    if url.startswith("postgresql"):
+        connect_args.update(_KEEPALIVE)
     try:
-        engine = sqlalchemy.create_engine(url)
+        engine = sqlalchemy.create_engine(url, connect_args=connect_args)
     except ImportError as exc:
         module = getattr(exc, "name", None) or str(exc)
         hint = _DRIVER_HINT.get(str(module).split(".")[0], f"install the driver {module}")
@@ -265,15 +283,11 @@ def _open_server(
         raise UsageError(f"--storage {safe}: {_first_line(exc)}; {_ALLOWED}") from None
     for attempt in range(8):
         try:
-            with _schema_lock(engine), warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return rdb(
-                    url,
-                    engine_kwargs={"pool_pre_ping": True},
-                    heartbeat_interval=heartbeat_interval,
-                    grace_period=grace_period,
-                    **{callback: note_stale_trial},
+            with _schema_lock(engine):
+                rdb = RDBStorage(
+                    url, engine_kwargs={"pool_pre_ping": True, "connect_args": connect_args}
                 )
+                return _CachedStorage(rdb)
         except sqlalchemy.exc.OperationalError as exc:
             raise UsageError(f"cannot open storage {safe}: {_first_line(exc)}") from None
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
@@ -307,7 +321,7 @@ def _schema_lock(engine: Any) -> Iterator[None]:
             conn.commit()
 
 
-def _open_grpc(url: str) -> StudyStorage:
+def _open_grpc(url: str, connect_timeout: float) -> StudyStorage:
     address = url.split("://", 1)[1].rstrip("/")
     host, _, port_text = address.rpartition(":")
     if not host or not port_text.isdigit():
@@ -319,13 +333,15 @@ def _open_grpc(url: str) -> StudyStorage:
         from optuna.storages import GrpcStorageProxy
     except ImportError:
         raise UsageError(f"--storage {url} needs grpcio: {_DRIVER_HINT['grpc']}") from None
-    proxy = GrpcStorageProxy(host=host, port=int(port_text))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        proxy = GrpcStorageProxy(host=host, port=int(port_text))
     try:
-        proxy.wait_server_ready(timeout=GRPC_CONNECT_TIMEOUT_S)
+        proxy.wait_server_ready(timeout=connect_timeout)
     except Exception:
         proxy.close()
         raise UsageError(
-            f"no storage server answers at {url} (waited {GRPC_CONNECT_TIMEOUT_S:.0f} s); start "
+            f"no storage server answers at {url} (waited {connect_timeout:g} s); start "
             f"one with `unetbench storage-server --storage DB-URL --host {host} --port {port_text}`"
         ) from None
     return StudyStorage(proxy, url, "grpc")

@@ -1,25 +1,32 @@
-"""The loop one sweep worker runs: search trials until the study has ``n_trials`` COMPLETE,
-then the confirmation trials (see :mod:`unetbench.sweep.confirm`).
+"""The loop one sweep worker runs, top to bottom: propose, measure, record, until done.
 
-Workers never count on each other: each one, under the storage's creation lock (local
-storages), fails the RUNNING trials of dead workers, counts COMPLETE and RUNNING search
-trials, and either starts one more trial, waits for the running ones (failing them if their
-worker dies meanwhile), or goes on to the confirmation round, where it enqueues and runs the
-next confirmation no trial holds, waits for those under way, or stops. A search trial that a
-remote worker started past ``n_trials`` (possible only on shared storages, which have no
-shared lock) is failed as surplus before it trains, so the study never ends with more than
-``n_trials`` COMPLETE search trials. Confirmation trials do not count toward ``n_trials``.
+::
+
+    while True:
+        with the storage's lock (local storages only):
+            proposal = proposer.next()      # fail dead workers' trials; start a trial, or
+                                            # wait, or stop (unetbench.sweep.propose)
+        if stop: return; if wait: sleep; continue
+        with the trial's heartbeat:
+            row, values = measure(proposal)  # train and profile (unetbench.sweep.measure)
+        record(row); tell(values)            # one record, then COMPLETE (unetbench.sweep.record)
+        release the trial's claim
+
+Storage calls ride out outages (:mod:`unetbench.sweep.retry`); past the grace period the
+worker stops with :class:`~unetbench.sweep.retry.StorageUnreachable`. SIGINT or SIGTERM
+raise :class:`Interrupted` in the loop: the trial under way is failed with the signal as its
+reason and its claim dropped, so the same command resumes the study.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import gc
 import hashlib
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -31,41 +38,64 @@ import optuna
 from optuna.trial import TrialState
 
 from unetbench.sweep.claims import ConfigClaims
-from unetbench.sweep.confirm import confirm_todo
 from unetbench.sweep.evaluator import Evaluator
 from unetbench.sweep.liveness import Liveness
-from unetbench.sweep.objective import TrialObjective
-from unetbench.sweep.sampling import SearchPlan, make_sampler, role_of, search_plan
+from unetbench.sweep.measure import TrialMeasure
+from unetbench.sweep.propose import Proposal, Proposer
+from unetbench.sweep.record import write_record
+from unetbench.sweep.retry import RetryingStorage, StorageUnreachable
+from unetbench.sweep.sampling import SearchPlan, make_sampler, search_plan
 from unetbench.sweep.spec import StudySpec
 from unetbench.sweep.storage import StudyStorage, open_storage
 
-__all__ = ["run_worker", "sampler_seed", "worker_process_main"]
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_STORAGE_LOST",
+    "Interrupted",
+    "WorkerArgs",
+    "interrupts_raise",
+    "run_worker",
+    "sampler_seed",
+    "worker_process_main",
+]
 
 _LOG = logging.getLogger(__name__)
 POLL_S = 2.0
+# Exit status of a worker process (and of `unetbench sweep`) whose storage stayed unreachable
+# for longer than the grace period: EX_TEMPFAIL, "try again later".
+EXIT_STORAGE_LOST = 75
+EXIT_INTERRUPTED = 128  # + the signal's number, as a shell reports a process a signal ended
+# How long the storage calls that fail an interrupted trial may wait for the storage.
+_CLEANUP_PATIENCE_S = 5.0
 
 
-class SurplusTrialError(Exception):
-    """A trial started after the study already had n_trials COMPLETE or running."""
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
-class _Lock:
-    """The storage's creation lock, releasable from inside the objective exactly once."""
+@contextlib.contextmanager
+def interrupts_raise() -> Iterator[None]:
+    """In the main thread, the first SIGINT or SIGTERM raises :class:`Interrupted`; later
+    ones are ignored, so the cleanup it starts is not cut short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-    def __init__(self, storage: StudyStorage) -> None:
-        self._cm = storage.creation_lock()
-        self._held = False
-        self._mutex = threading.Lock()
+    def handler(signum: int, _frame: Any) -> None:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        raise Interrupted(signum)
 
-    def acquire(self) -> None:
-        self._cm.__enter__()
-        self._held = True
-
-    def release(self) -> None:
-        with self._mutex:
-            if self._held:
-                self._held = False
-                self._cm.__exit__(None, None, None)
+    before = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
 
 
 def cpu_threads(spec: StudySpec, workers: int) -> int | None:
@@ -117,6 +147,7 @@ def run_worker(
     storage: StudyStorage,
     n_trials: int,
     evaluator: Evaluator,
+    *,
     seed_offset: int = 0,
     on_trial_end: Callable[[optuna.Study], None] | None = None,
     workers: int = 1,
@@ -133,18 +164,19 @@ def run_worker(
     """
     plan = search_plan(spec, n_trials) if plan is None else plan
     n_trials = min(n_trials, plan.n_trials)
-    existing = len(
-        optuna.load_study(study_name=spec.name, storage=storage.storage).get_trials(deepcopy=False)
-    )
-    seed = sampler_seed(spec, existing, seed_offset, storage.shared or workers > 1)
-    study = optuna.load_study(
-        study_name=spec.name, storage=storage.storage, sampler=make_sampler(spec, seed, plan)
-    )
     if device is not None and device != spec.device:
         spec = dataclasses.replace(spec, device=device)
+    claims = ConfigClaims(storage.storage, spec.name, storage.grace_period)
+    existing = storage.storage.get_n_trials(storage.storage.get_study_id_from_name(spec.name), None)
+    seed = sampler_seed(spec, existing, seed_offset, storage.shared or workers > 1)
+    study = optuna.load_study(
+        study_name=spec.name,
+        storage=storage.storage,
+        sampler=make_sampler(spec, seed, plan, claims),
+    )
     liveness = Liveness(storage)
-    claims = ConfigClaims(storage.storage, spec.name)
-    objective = TrialObjective(spec, evaluator, liveness, claims, data=data)
+    proposer = Proposer(spec, study, n_trials, claims, liveness)
+    measure = TrialMeasure(spec, evaluator, liveness, claims, data=data)
     # Everything alive now (torch, optuna, the data) lives as long as the worker: moved out of
     # the collector's sight, the full collection between trials only scans what trials made.
     gc.collect()
@@ -152,111 +184,76 @@ def run_worker(
     ran = 0
     try:
         while True:
-            lock = _Lock(storage)
-            lock.acquire()
             try:
-                liveness.fail_dead(study)
-                trials = study.get_trials(deepcopy=False)
-                search = [t for t in trials if role_of(t) == "search"]
-                complete = sum(t.state == TrialState.COMPLETE for t in search)
-                running = sum(t.state == TrialState.RUNNING for t in search)
-                if complete + running >= n_trials > complete:
-                    lock.release()
+                with storage.creation_lock():
+                    proposal = proposer.next()
+                if proposal.action == "stop":
+                    return ran
+                if proposal.action == "wait":
                     time.sleep(POLL_S)  # others are finishing the last trials; one may die
                     continue
-                if complete < n_trials:
-                    objective.on_start = functools.partial(
-                        _start_or_surplus, n_trials=n_trials, lock=lock
-                    )
-                elif not _next_confirmation(study, spec, trials):
-                    if any(t.state == TrialState.RUNNING for t in trials):
-                        lock.release()
-                        time.sleep(POLL_S)  # a confirmation under way may die and need a rerun
-                        continue
-                    return ran
-                else:
-                    objective.on_start = functools.partial(_start, lock=lock)
-                _run_one(study, objective, claims)
-                ran += 1
+                with liveness.heartbeat(proposal.trial._trial_id):  # type: ignore[union-attr]
+                    row, values = measure(proposal)
+                _record(study, proposal, row, values)
+            except KeyboardInterrupt as exc:
+                _abandon(study, storage, liveness, proposer.started, _why(exc))
+                raise
             finally:
-                lock.release()
+                proposer.started = None
+                with contextlib.suppress(StorageUnreachable):
+                    claims.release_all()
+            ran += 1
             if on_trial_end is not None:
                 on_trial_end(study)
-
     finally:
         gc.unfreeze()  # a worker run in a longer-lived process leaves its heap as found
 
 
-def _next_confirmation(
-    study: optuna.Study, spec: StudySpec, trials: list[optuna.trial.FrozenTrial]
-) -> bool:
-    """Enqueue the next confirmation trial unless one is waiting; False if none is left."""
-    if any(t.state == TrialState.WAITING for t in trials):
-        return True  # enqueued by a worker that did not get to run it: run it now
-    todo, _ = confirm_todo(spec, trials)
-    if not todo:
-        return False
-    item = todo[0]
-    study.enqueue_trial(
-        item.params,
-        user_attrs={
-            "role": "confirm",
-            "config_key": item.config_key,
-            "confirm_of": item.source,
-            "repeat_start": item.repeat_start,
-            "n_seeds": item.n_seeds,
-        },
-    )
-    _LOG.info("confirming trial %d's config with %d more seed(s)", item.source, item.n_seeds)
-    return True
-
-
-def _run_one(study: optuna.Study, objective: TrialObjective, claims: ConfigClaims) -> None:
-    """One trial; its config claim is released once the trial is finished, however it ends."""
-    objective.trial_id = None
+def _record(
+    study: optuna.Study, proposal: Proposal, row: dict[str, Any], values: list[float]
+) -> None:
+    """Store the row and finish the trial COMPLETE, unless another worker failed it while it
+    ran (this worker looked dead: no heartbeat for the grace period); then its result is
+    dropped."""
+    trial = proposal.trial
+    assert trial is not None
     try:
-        study.optimize(objective, n_trials=1, catch=(SurplusTrialError,))
-    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
-        # Another worker failed this trial while it ran: this worker sent no heartbeat for
-        # the grace period (a suspended or overloaded machine). Its result is dropped; Optuna
-        # raises when the trial's attributes or result are written to the finished trial.
-        tid = objective.trial_id
-        if tid is None or study._storage.get_trial(tid).state != TrialState.FAIL:
-            raise
+        write_record(study._storage, trial._trial_id, row, row["constraints"])
+        state = study.tell(trial, values, skip_if_finished=True).state
+    except optuna.exceptions.UpdateFinishedTrialError:
+        state = study._storage.get_trial(trial._trial_id).state
+    if state != TrialState.COMPLETE:
         _LOG.warning(
             "trial %d was failed by another worker while this one ran it (no heartbeat for the "
             "grace period); its result is dropped",
-            study._storage.get_trial(tid).number,
+            trial.number,
         )
-    finally:
-        if objective.claimed is not None:
-            claims.release(*objective.claimed)
-            objective.claimed = None
 
 
-def _start(trial: optuna.Trial, lock: _Lock) -> None:
-    """Called by the objective once its trial exists: release the lock."""
-    lock.release()
+def _why(exc: BaseException) -> str:
+    name = signal.Signals(exc.signum).name if isinstance(exc, Interrupted) else "SIGINT"
+    return f"was interrupted ({name})"
 
 
-def _start_or_surplus(trial: optuna.Trial, n_trials: int, lock: _Lock) -> None:
-    """Called by the objective once its trial exists: release the lock, refuse surplus."""
-    lock.release()
-    if role_of(trial.study._storage.get_trial(trial._trial_id)) != "search":
-        return  # a confirmation enqueued by another worker: never surplus
-    ahead = sum(
-        t.number < trial.number
-        and t.state in (TrialState.COMPLETE, TrialState.RUNNING)
-        and role_of(t) == "search"
-        for t in trial.study.get_trials(deepcopy=False)
-    )
-    if ahead >= n_trials:
-        reason = f"surplus: the study already had {n_trials} trials when this one started"
-        trial.set_user_attr("reason", reason)
-        raise SurplusTrialError(f"trial {trial.number}: {reason}")
+def _abandon(
+    study: optuna.Study,
+    storage: StudyStorage,
+    liveness: Liveness,
+    trial_id: int | None,
+    why: str,
+) -> None:
+    """Fail the trial this worker had started, waiting only briefly for the storage."""
+    if trial_id is None:
+        return
+    if isinstance(storage.storage, RetryingStorage):
+        storage.storage.patience = min(storage.storage.patience, _CLEANUP_PATIENCE_S)
+    try:
+        liveness.fail(study, trial_id, why)
+    except Exception as exc:  # the storage is away: another worker fails it later
+        _LOG.warning("could not mark trial %d FAIL: %s", trial_id, exc)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class WorkerArgs:
     """What a spawned worker process needs (picklable)."""
 
@@ -265,34 +262,46 @@ class WorkerArgs:
     study_dir: str
     n_trials: int
     evaluator: Evaluator
-    seed_offset: int
-    workers: int
-    device: str | None
-    log_level: int
-    threads: int | None
-    heartbeat_interval: int | None
-    grace_period: int | None
+    seed_offset: int = 0
+    workers: int = 1
+    device: str | None = None
+    log_level: int = logging.INFO
+    threads: int | None = None
+    heartbeat_interval: int | None = None
+    grace_period: int | None = None
+    connect_timeout: float | None = None
     plan: SearchPlan | None = None
 
 
 def worker_process_main(args: WorkerArgs) -> None:
-    """Entry point of a spawned worker process."""
+    """Entry point of a spawned worker process; exits with :data:`EXIT_STORAGE_LOST` when
+    the storage stays away, and 128 + the signal's number when interrupted."""
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(
-        args.storage_url, Path(args.study_dir), args.heartbeat_interval, args.grace_period
-    )
     try:
-        with torch_threads(args.threads):
-            run_worker(
-                args.spec,
-                storage,
-                args.n_trials,
-                args.evaluator,
-                seed_offset=args.seed_offset,
-                workers=args.workers,
-                device=args.device,
-                plan=args.plan,
+        with interrupts_raise():
+            storage = open_storage(
+                args.storage_url,
+                Path(args.study_dir),
+                args.heartbeat_interval,
+                args.grace_period,
+                args.connect_timeout,
             )
+            with torch_threads(args.threads):
+                run_worker(
+                    args.spec,
+                    storage,
+                    args.n_trials,
+                    args.evaluator,
+                    seed_offset=args.seed_offset,
+                    workers=args.workers,
+                    device=args.device,
+                    plan=args.plan,
+                )
+    except StorageUnreachable as exc:
+        _LOG.debug("worker stops: %s", exc)  # the parent says it, once
+        raise SystemExit(EXIT_STORAGE_LOST) from None
+    except Interrupted as exc:
+        raise SystemExit(EXIT_INTERRUPTED + exc.signum) from None
     except KeyboardInterrupt:
-        _LOG.info("worker interrupted; its running trial is marked FAIL")
+        raise SystemExit(EXIT_INTERRUPTED + signal.SIGINT) from None

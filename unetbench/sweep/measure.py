@@ -1,4 +1,9 @@
-"""One trial: sample a config, check it, estimate, train, profile, and record one flat row.
+"""One trial's measurements: check the config, estimate, train, profile, into one flat row.
+
+:class:`TrialMeasure` takes a started trial (:class:`~unetbench.sweep.propose.Proposal`: its
+config is sampled and claimed already) and returns its row and objective values; it writes
+nothing to the storage but the ``config_key`` of an enqueued trial (see
+:mod:`unetbench.sweep.record` for how the row is stored).
 
 Every outcome the sampler should learn from ends COMPLETE: an illegal config, a config that
 does not fit the memory budget, an out-of-memory error (device or host), a diverged run or any
@@ -7,14 +12,12 @@ violated constraint, never FAIL, because Optuna's samplers ignore FAIL trials an
 propose the same configs again and again (optuna issues #3472 and #2864). Only the end of the
 worker itself (kill, Ctrl-C, a dead machine) leaves a FAIL trial.
 
-A config is trained once per study, across all workers and machines: see
-:mod:`unetbench.sweep.claims`. A search trial trains its config with ``[train] repeats``
-seeds (:mod:`unetbench.sweep.repeats`); a confirmation trial (user attribute ``role``
-``"confirm"``, see :mod:`unetbench.sweep.confirm`) trains further seeds of a searched config
-and copies the memory and speed profile of its search trial instead of profiling again.
-
-The row is stored as the trial's user attributes (one JSON scalar per column, NaN as null so
-optuna-dashboard can show them) and exported to ``trials.parquet`` by the runner.
+A config is trained once per study, across all workers and machines (see
+:mod:`unetbench.sweep.claims`): a trial whose config another trial already finished copies
+its result (``reused_from``), and one whose config another live trial is training waits for
+it. A search trial trains its config with ``[train] repeats`` seeds
+(:mod:`unetbench.sweep.repeats`); a confirmation trial trains further seeds of a searched
+config and copies the memory and speed profile of its search trial instead of profiling again.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -35,17 +37,27 @@ from unetbench.shapes import fmt_shape
 from unetbench.sweep.claims import ConfigClaims
 from unetbench.sweep.confirm import train_seeds
 from unetbench.sweep.evaluator import Evaluator, finite, free_memory
-from unetbench.sweep.liveness import WORKER_ATTR, Liveness, worker_identity
+from unetbench.sweep.liveness import Liveness
+from unetbench.sweep.record import (
+    CONFIG_KEY,
+    CONFIRM_OF,
+    N_SEEDS,
+    REPEAT_START,
+    WORKER,
+    role_of,
+    row_of,
+    set_config_key,
+)
 from unetbench.sweep.repeats import RUN_KEYS, train_repeats
-from unetbench.sweep.sampling import role_of
-from unetbench.sweep.space import build_config, config_key, suggest
+from unetbench.sweep.space import build_config, config_key
 
 AUTO = "auto"  # [profile] checkpointing = "auto"
 
 if TYPE_CHECKING:
+    from unetbench.sweep.propose import Proposal
     from unetbench.sweep.spec import StudySpec
 
-__all__ = ["TrialObjective"]
+__all__ = ["TrialMeasure"]
 
 _LOG = logging.getLogger(__name__)
 # Profile columns repeated per checkpointing mode as "<column>__<mode>".
@@ -60,20 +72,13 @@ _PER_MODE = (
 )
 # Row keys that describe this trial itself and are not copied when a result is reused (a
 # reused trial trained nothing, so it has no runs of its own).
-_OWN_KEYS = frozenset(
-    {"trial_number", "reused_from", "trial_s", "device", WORKER_ATTR, "runs", "role"}
-)
+_OWN_KEYS = frozenset({"trial_number", "reused_from", "trial_s", "device", WORKER, "runs", "role"})
 # Keys a confirmation trial does not copy from its search trial: it trains for itself.
 _NOT_PROFILE = RUN_KEYS | _OWN_KEYS | {"feasible", "constraints", "estimate_s", "profile_s"}
 
 
-class TrialObjective:
-    """The objective Optuna calls. ``on_start`` runs once the trial has recorded its worker.
-
-    ``spec.device`` is the device this worker trains on (``--devices`` gives each worker its
-    own). After a call, :attr:`claimed` names the config claim the trial took, which the
-    worker releases once the trial is finished.
-    """
+class TrialMeasure:
+    """Measures started trials of one worker; ``spec.device`` is the device it trains on."""
 
     def __init__(
         self,
@@ -81,7 +86,6 @@ class TrialObjective:
         evaluator: Evaluator,
         liveness: Liveness,
         claims: ConfigClaims,
-        on_start: Callable[[optuna.Trial], None] | None = None,
         poll_s: float = 2.0,
         data: Any = None,
     ) -> None:
@@ -89,32 +93,21 @@ class TrialObjective:
         self.evaluator = evaluator
         self.liveness = liveness
         self.claims = claims
-        self.on_start = on_start
         self.poll_s = poll_s
-        self.claimed: tuple[str, int] | None = None
-        self.trial_id: int | None = None  # the trial of the latest call
         self._data: Any = data  # loaded at the first training when None
 
-    def __call__(self, trial: optuna.Trial) -> list[float]:
+    def __call__(self, proposal: Proposal) -> tuple[dict[str, Any], list[float]]:
+        """The trial's row and objective values."""
         t0 = time.perf_counter()
-        self.claimed = None
-        self.trial_id = trial._trial_id
-        trial.set_user_attr(WORKER_ATTR, worker_identity())  # one write: never half an identity
-        with self.liveness.heartbeat(trial._trial_id):
-            # Optuna samples lazily, at the first suggest: propose the config now, while this
-            # worker still holds the creation lock, so no other worker proposes it as well.
-            _ = trial.relative_params
-            if self.on_start is not None:
-                self.on_start(trial)
-            row: dict[str, Any] = {"trial_number": trial.number, "role": role_of(trial)}
-            self._run(trial, row)
-            row["trial_s"] = time.perf_counter() - t0
-            values = self._values(row, trial.study)
-            self._store(trial, row)
-        return values
+        trial = proposal.trial
+        assert trial is not None
+        row: dict[str, Any] = {"trial_number": trial.number, "role": proposal.role}
+        self._run(trial, proposal, row)
+        row["trial_s"] = time.perf_counter() - t0
+        return row, self._values(row, trial.study)
 
-    def _run(self, trial: optuna.Trial, row: dict[str, Any]) -> None:
-        sampled = suggest(trial, self.spec)
+    def _run(self, trial: optuna.Trial, proposal: Proposal, row: dict[str, Any]) -> None:
+        sampled = proposal.sampled
         spec = self.spec  # with this trial's precision, when precision is searched
         if sampled.get("precision", spec.precision) != spec.precision:
             spec = dataclasses.replace(spec, precision=sampled["precision"])
@@ -137,12 +130,14 @@ class TrialObjective:
         except ConfigError as exc:
             return _infeasible(row, "illegal", f"illegal config: {exc}")
         key = config_key(config, spec.precision)
-        trial.set_user_attr("config_key", key)
-        if self._reuse(trial, key, row):
+        row[CONFIG_KEY] = key
+        if trial.user_attrs.get(CONFIG_KEY) != key:  # an enqueued trial, not sampled
+            set_config_key(trial.study._storage, trial._trial_id, key)
+        if proposal.claim is None and self._reuse(trial, key, row):
             return
         try:
-            if row["role"] == "confirm":
-                return self._confirm(trial, spec, config, key, row)
+            if proposal.role == "confirm":
+                return self._confirm(trial, spec, config, row)
             mode = self._choose_mode(spec, config, row)
             if mode is None:
                 usable = row["memory_usable_bytes"]
@@ -224,20 +219,22 @@ class TrialObjective:
         return status == "ok"
 
     def _confirm(
-        self, trial: optuna.Trial, spec: StudySpec, config: Any, key: str, row: dict[str, Any]
+        self, trial: optuna.Trial, spec: StudySpec, config: Any, row: dict[str, Any]
     ) -> None:
         """Further seeds of a searched config; its profile is copied from the search trial."""
-        source = trial.study._storage.get_trial(
-            trial.study._storage.get_trial_id_from_study_id_trial_number(
-                trial.study._study_id, int(trial.user_attrs["confirm_of"])
+        storage = trial.study._storage
+        source = storage.get_trial(
+            storage.get_trial_id_from_study_id_trial_number(
+                trial.study._study_id, int(trial.user_attrs[CONFIRM_OF])
             )
         )
-        row.update({k: v for k, v in source.user_attrs.items() if k not in _NOT_PROFILE})
+        profile = row_of(source)
+        row.update({k: v for k, v in profile.items() if k not in _NOT_PROFILE})
         row["profile_from"] = source.number
         seeds = train_seeds(
-            spec, int(trial.user_attrs["repeat_start"]), int(trial.user_attrs["n_seeds"])
+            spec, int(trial.user_attrs[REPEAT_START]), int(trial.user_attrs[N_SEEDS])
         )
-        if self._train(spec, config, str(source.user_attrs["checkpointing_chosen"]), seeds, row):
+        if self._train(spec, config, str(profile["checkpointing_chosen"]), seeds, row):
             row.update(status="ok", reason="", feasible=True)
 
     def _measure(self, spec: StudySpec, config: Any, mode: str, row: dict[str, Any]) -> None:
@@ -262,36 +259,21 @@ class TrialObjective:
         return None
 
     def _reuse(self, trial: optuna.Trial, key: str, row: dict[str, Any]) -> bool:
-        """Copy the result of a finished trial of the same config and role, or claim it.
-
-        Waits while another live trial holds the claim; a claim of a dead trial is dropped.
-        """
-        study, me, role = trial.study, trial._trial_id, row["role"]
+        """For a trial that holds no claim (enqueued, or a repeat the sampler had to propose):
+        copy the result of a finished trial of the same config and role, or claim it, waiting
+        while another live trial trains it."""
+        study, role = trial.study, row["role"]
         claim = key if role == "search" else f"{key}|{role}"
         while True:
             if self._copy_finished(study, trial.number, key, row):
                 return True
-            if self.claims.try_claim(claim, me):
+            if self.claims.take(claim, trial._trial_id):
                 if self._copy_finished(study, trial.number, key, row):
-                    self.claims.release(claim, me)  # its owner finished and released meanwhile
+                    self.claims.release(claim)  # its owner finished and released meanwhile
                     return True
-                self.claimed = (claim, me)
                 return False
-            held = self.claims.holder(claim)
-            if held is None:
-                continue  # released between our two calls: try again at once
-            claim_id, owner = held
-            if owner == me:  # the sampler claimed the config when it proposed it
-                self.claimed = (claim, me)
-                return False
-            state = None if owner is None else _state(study, owner)
-            if owner is None and not self._others_running(study, me, key, role):
-                self.claims.drop(claim_id)  # its creator died before naming itself
-            elif state in (TrialState.FAIL, None) and owner is not None:
-                self.claims.drop(claim_id)  # its owner died or was deleted
-            elif state != TrialState.COMPLETE:
-                time.sleep(self.poll_s)
-                self.liveness.fail_dead(study)
+            time.sleep(self.poll_s)
+            self.liveness.fail_dead(study)
 
     def _copy_finished(
         self, study: optuna.Study, number: int, key: str, row: dict[str, Any]
@@ -303,19 +285,13 @@ class TrialObjective:
         ]
         if not done:
             return False
-        source = min(done, key=lambda t: t.number)
-        original = source.user_attrs.get("reused_from", source.number)
-        row.update({k: v for k, v in source.user_attrs.items() if k not in _OWN_KEYS})
+        first = min(done, key=lambda t: t.number)
+        source = row_of(first)
+        original = source.get("reused_from", first.number)
+        row.update({k: v for k, v in source.items() if k not in _OWN_KEYS})
         row.update(reused_from=original, trial_s=0.0)
         _LOG.info("trial %d: same config as trial %d, result reused", number, original)
         return True
-
-    @staticmethod
-    def _others_running(study: optuna.Study, me: int, key: str, role: str) -> bool:
-        return any(
-            t._trial_id != me and _same(t, key, role)
-            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        )
 
     def _values(self, row: dict[str, Any], study: optuna.Study) -> list[float]:
         """Objective values. An unmeasured one (an infeasible trial) gets a finite value on
@@ -339,16 +315,6 @@ class TrialObjective:
         row["constraints"] = [float(over), 0.0 if row.get("feasible") else 1.0]
         return values
 
-    def _store(self, trial: optuna.Trial, row: dict[str, Any]) -> None:
-        for key, value in row.items():
-            trial.set_user_attr(key, _jsonable(value))
-        # The list format of Optuna's "constraints" system attribute (what a constraints_func
-        # stores): samplers read it, and so does optuna-dashboard 0.21, which ignores the named
-        # constraints of Optuna 5's Trial.set_constraint.
-        trial.study._storage.set_trial_system_attr(
-            trial._trial_id, "constraints", [float(v) for v in row["constraints"]]
-        )
-
 
 def _infeasible(row: dict[str, Any], status: str, reason: str) -> None:
     row.update(status=status, reason=reason, feasible=False)
@@ -356,40 +322,17 @@ def _infeasible(row: dict[str, Any], status: str, reason: str) -> None:
 
 
 def _same(trial: optuna.trial.FrozenTrial, key: str, role: str) -> bool:
-    return trial.user_attrs.get("config_key") == key and role_of(trial) == role
+    return trial.user_attrs.get(CONFIG_KEY) == key and role_of(trial) == role
 
 
 def _largest(study: optuna.Study, name: str) -> float:
     """The largest value of ``name`` any COMPLETE trial measured; 0 if none did."""
     seen: list[Any] = [
-        t.user_attrs.get(name)
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        row_of(t).get(name) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     ]
     return max((float(v) for v in seen if finite(v)), default=0.0)
-
-
-def _state(study: optuna.Study, trial_id: int) -> TrialState | None:
-    try:
-        return study._storage.get_trial(trial_id).state
-    except KeyError:
-        return None
 
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-def _jsonable(value: Any) -> Any:
-    """A JSON scalar or list: NaN/inf become None, numpy scalars become Python ones."""
-    if hasattr(value, "item") and callable(value.item):
-        value = value.item()
-    if isinstance(value, float) and not finite(value):
-        return None
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
