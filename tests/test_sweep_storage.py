@@ -209,3 +209,19 @@ def test_heartbeat_settings_are_checked_before_anything_is_created(
     with pytest.raises(UsageError, match=match):
         open_storage(None if url is None else url.format(tmp=study_dir), study_dir, beat, grace)
     assert not study_dir.exists()
+
+
+def test_a_restarted_proxy_sets_parameters_of_trials_it_has_not_seen(tmp_path: Path) -> None:
+    """Optuna's cache raises KeyError there; the proxy's reads the study first."""
+    from optuna.distributions import CategoricalDistribution
+
+    from unetbench.sweep.storage import proxy_backend
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    before = open_storage(url, tmp_path)
+    study = optuna.create_study(storage=before.storage, study_name="s")
+    trial_id = new_trial(study, "search")
+    restarted = proxy_backend(open_storage(url, tmp_path))
+    dist = CategoricalDistribution(["a", "b"])
+    restarted.set_trial_param(trial_id, "x", 1.0, dist)
+    assert study._storage.get_trial(trial_id).params == {"x": "b"}

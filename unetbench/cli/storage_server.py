@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     import optuna
 
     from unetbench._errors import UsageError
-    from unetbench.sweep.storage import open_storage, redact
+    from unetbench.sweep.storage import open_storage, proxy_backend, redact
 
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _LOG.info("serving %s on grpc://%s:%d (Ctrl-C stops)", redact(store.url), args.host, args.port)
     optuna.storages.run_grpc_proxy_server(
-        optuna.storages.get_storage(store.storage),  # with Optuna's cache, as it advises
+        proxy_backend(store),  # with Optuna's cache, as it advises
         host=args.host,
         port=args.port,
         thread_pool=ThreadPoolExecutor(max_workers=args.threads),

@@ -5,7 +5,7 @@ One worker runs in this process; more are spawned as processes that share the st
 each on its own device when ``devices`` are given (the loop is in
 :mod:`unetbench.sweep.worker`). The parent shows a progress bar and exports
 ``trials.parquet`` whenever a trial finishes. On SIGINT or SIGTERM (to the parent alone, as a
-scheduler sends it, or to the whole process group, as Ctrl-C does) the parent passes SIGTERM
+scheduler sends it, or to the whole process group, as Ctrl-C does) the parent passes the signal
 on to its workers, which fail their running trials with the signal as the reason; it saves
 what finished and raises :class:`~unetbench.sweep.worker.Interrupted`. A storage that stays
 unreachable for longer than the grace period ends every worker and then the parent, with
@@ -275,8 +275,8 @@ def _run_processes(
                 if finished != seen:
                     seen = finished
                     _after(study, bar, study_dir, tuple(args.spec.search))
-    except KeyboardInterrupt:
-        _stop(procs)
+    except KeyboardInterrupt as exc:
+        _stop(procs, getattr(exc, "signum", signal.SIGINT))
         raise
     for p in procs:
         p.join()
@@ -295,12 +295,13 @@ def _run_processes(
         _LOG.warning("%d worker process(es) exited with codes %s", len(bad), bad)
 
 
-def _stop(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
-    """SIGTERM to every worker (they fail their running trials), then wait for them."""
+def _stop(procs: Sequence[multiprocessing.process.BaseProcess], signum: int) -> None:
+    """The signal the parent got to every worker (they fail their running trials with its
+    name; those that got it already ignore it), then wait for them."""
     for p in procs:
         if p.is_alive() and p.pid is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGTERM)
+                os.kill(p.pid, signum)
     deadline = time.monotonic() + 15.0
     for p in procs:
         p.join(timeout=max(0.1, deadline - time.monotonic()))

@@ -44,6 +44,7 @@ __all__ = [
     "HEARTBEAT_INTERVAL_S",
     "StudyStorage",
     "open_storage",
+    "proxy_backend",
     "redact",
 ]
 
@@ -169,6 +170,31 @@ def open_storage(
     # Its storage methods are made by retry.py (one forwarder each), which mypy cannot see.
     store.storage = RetryingStorage(store.storage, grace, redact(url))  # type: ignore[abstract]
     return store
+
+
+class _ProxyCache(_CachedStorage):
+    """Optuna's cache of finished trials as the gRPC proxy holds it.
+
+    Optuna's cache raises KeyError when a parameter is set on a trial it has not read, which is
+    every running trial after the proxy restarts: it reads the studies' trials first.
+    """
+
+    def set_trial_param(self, trial_id: int, *args: Any, **kwargs: Any) -> None:
+        with self._lock:
+            known = trial_id in self._trial_id_to_study_id_and_number
+        if not known:
+            for study in self._backend.get_all_studies():
+                self.get_all_trials(study._study_id, deepcopy=False)
+        super().set_trial_param(trial_id, *args, **kwargs)
+
+
+def proxy_backend(store: StudyStorage) -> optuna.storages.BaseStorage:
+    """What ``unetbench storage-server`` serves for a database storage: the database with the
+    proxy's cache, every call retried while the database is unreachable."""
+    retrying = store.storage
+    assert isinstance(retrying, RetryingStorage) and isinstance(retrying.inner, _CachedStorage)
+    retrying.inner = _ProxyCache(retrying.inner._backend)
+    return retrying
 
 
 def _first(*values: int | None) -> int:
@@ -335,7 +361,7 @@ def _open_grpc(url: str, connect_timeout: float) -> StudyStorage:
         raise UsageError(f"--storage {url} needs grpcio: {_DRIVER_HINT['grpc']}") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        proxy = GrpcStorageProxy(host=host, port=int(port_text))
+        proxy = _quick_reconnect(GrpcStorageProxy)(host=host, port=int(port_text))
     try:
         proxy.wait_server_ready(timeout=connect_timeout)
     except Exception:
@@ -345,6 +371,32 @@ def _open_grpc(url: str, connect_timeout: float) -> StudyStorage:
             f"one with `unetbench storage-server --storage DB-URL --host {host} --port {port_text}`"
         ) from None
     return StudyStorage(proxy, url, "grpc")
+
+
+# gRPC waits up to 120 s between reconnection attempts by default, so a restarted proxy could
+# go unnoticed for two minutes; the sweep's own retries back off to 5 s.
+_GRPC_RECONNECT = [
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+]
+
+
+def _quick_reconnect(proxy_class: Any) -> Any:
+    """Optuna's GrpcStorageProxy with a channel that retries the connection every few
+    seconds (its channel is made in ``_setup``, also when a copy is unpickled)."""
+    import grpc
+    from optuna.storages._grpc.auto_generated import api_pb2_grpc
+    from optuna.storages._grpc.client import GrpcClientCache
+
+    class QuickReconnect(proxy_class):
+        def _setup(self) -> None:
+            options = [("grpc.max_receive_message_length", -1), *_GRPC_RECONNECT]
+            self._channel = grpc.insecure_channel(f"{self._host}:{self._port}", options=options)
+            self._stub = api_pb2_grpc.StorageServiceStub(self._channel)
+            self._cache = GrpcClientCache(self._stub)
+
+    return QuickReconnect
 
 
 def _sqlite_wal(storage: Any) -> None:
