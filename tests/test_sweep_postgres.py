@@ -396,3 +396,37 @@ def test_hundreds_of_workers_path_three_workers_through_the_grpc_proxy(
     assert len(keys) == len(set(keys))
     # No claim studies are left once the study is done.
     assert [s.study_name for s in optuna.get_all_study_summaries(pg_url)] == ["multi"]
+
+
+def test_eight_workers_on_a_fresh_database_run_exactly_n_search_trials_and_the_confirmations(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Workers racing for the last search trial and for each confirmation: exactly n search
+    trials COMPLETE, each confirmation once, every trial created with its role."""
+    n = 8
+    argv = [sys.executable, str(Path(__file__).parent / "fake_sweep.py"), "--n", str(n),
+            "--storage", pg_url, "--delay", "0.3", "--confirm"]  # fmt: skip
+    procs = {
+        f"w{i}": subprocess.Popen(
+            [*argv, "--results", str(tmp_path / f"w{i}")],
+            stdout=(tmp_path / f"w{i}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for i in range(8)
+    }
+    wait_all(procs, tmp_path, timeout=300)
+    for host, proc in procs.items():
+        assert proc.returncode == 0, tail(tmp_path / f"{host}.log")
+    trials = load(pg_url, "fake").get_trials()
+    assert all("role" in t.user_attrs for t in trials)
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    search = [row_of(t)["config_key"] for t in done if row_of(t)["role"] == "search"]
+    confirm = [row_of(t)["config_key"] for t in done if row_of(t)["role"] == "confirm"]
+    assert len(search) == len(set(search)) == n
+    assert 2 <= len(confirm) == len(set(confirm)) <= 4  # top 2, at most 2 x 2 in all
+    assert set(confirm) <= set(search)
+    failed = [row_of(t) for t in trials if t.state == TrialState.FAIL]
+    assert all(r["status"] == "surplus" for r in failed), failed
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert [s.study_name for s in optuna.get_all_study_summaries(pg_url)] == ["fake"]

@@ -54,10 +54,10 @@ class ConfigClaims:
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         return f"{self.study_name}:claim:{digest}"
 
-    def take(self, key: str, owner: int | None) -> bool:
-        """Claim ``key`` for trial ``owner`` (None: the trial is created next, then named with
-        :meth:`set_owner`); a stale claim on it is dropped first. False if it is held."""
-        for _ in range(3):
+    def take(self, key: str, owner: int) -> bool:
+        """Claim ``key`` for trial ``owner``; a stale claim on it is dropped first. False if
+        it is held."""
+        for _ in range(5):
             try:
                 claim_id = self.storage.create_new_study([StudyDirection.MINIMIZE], self.name(key))
             except optuna.exceptions.DuplicatedStudyError:
@@ -65,25 +65,24 @@ class ConfigClaims:
                 if held is None:
                     continue  # released between our two calls
                 claim_id, holder = held
-                if holder is not None and holder == owner:
+                if holder == owner:
                     self._mine[key] = claim_id
                     return True
                 if not self.stale(claim_id, holder):
                     return False
                 self.drop(claim_id)
                 continue
-            self._mine[key] = claim_id
-            if owner is not None:
+            try:
                 self.storage.set_study_system_attr(claim_id, _OWNER, owner)
+            except KeyError:
+                continue  # dropped as owner-less between our two calls (a sweep ending)
+            self._mine[key] = claim_id
             return True
         return False
 
     def holds(self, key: str) -> bool:
         """Whether this process took the claim on ``key`` and has not released it."""
         return key in self._mine
-
-    def set_owner(self, key: str, owner: int) -> None:
-        self.storage.set_study_system_attr(self._mine[key], _OWNER, owner)
 
     def holder(self, key: str) -> tuple[int, int | None] | None:
         """``(claim id, owner trial id)`` of the claim on ``key``; None if there is none."""

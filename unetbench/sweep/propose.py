@@ -105,7 +105,6 @@ class Proposer:
             trial_id = new_trial(self.study, "search")
         self.started = trial_id
         if self._surplus(trial_id):
-            self.started = None
             return Proposal("wait")
         trial = optuna.Trial(self.study, trial_id)
         sampled = suggest(trial, self.spec)
@@ -136,36 +135,42 @@ class Proposer:
         )
         if ahead < self.n_trials:
             return False
-        reason = f"surplus: the study already had {self.n_trials} trials when this one started"
+        self._fail_surplus(
+            trial_id, f"surplus: the study already had {self.n_trials} trials when this one started"
+        )
+        return True
+
+    def _fail_surplus(self, trial_id: int, reason: str) -> None:
+        """Fail a trial this worker just created and does not need (status ``surplus``)."""
         write_failure(self.study._storage, trial_id, reason, status="surplus")
         self.study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        _LOG.info("trial %d not run: %s", trial.number, reason)
-        return True
+        self.started = None
+        _LOG.info("trial %d not run: %s", self.study._storage.get_trial(trial_id).number, reason)
 
     def _confirmation(self, trials: list[FrozenTrial]) -> Proposal | None:
         """Start the next confirmation no trial holds; None if none is left to start."""
         todo, _ = confirm_todo(self.spec, trials)
         for item in todo:
-            claim = f"{item.config_key}|confirm"
-            if not self.claims.take(claim, None):
-                continue
-            if self._confirm_held(item):
-                self.claims.release(claim)
-                continue
             trial_id = self._create_confirmation(item)
             self.started = trial_id
-            self.claims.set_owner(claim, trial_id)
-            trial = optuna.Trial(self.study, trial_id)
-            _LOG.info(
-                "confirming trial %d's config with %d more seed(s)", item.source, item.n_seeds
-            )
-            return Proposal("run", trial, "confirm", suggest(trial, self.spec), claim)
+            claim = f"{item.config_key}|confirm"
+            if self.claims.take(claim, trial_id) and not self._confirm_held(item, trial_id):
+                trial = optuna.Trial(self.study, trial_id)
+                _LOG.info(
+                    "confirming trial %d's config with %d more seed(s)", item.source, item.n_seeds
+                )
+                return Proposal("run", trial, "confirm", suggest(trial, self.spec), claim)
+            # A worker elsewhere started the same confirmation at the same moment.
+            self.claims.release(claim)
+            self._fail_surplus(trial_id, "surplus: another worker confirms this config")
         return None
 
-    def _confirm_held(self, item: ConfirmItem) -> bool:
-        """Whether a confirmation of the item's config is RUNNING, WAITING or COMPLETE now."""
+    def _confirm_held(self, item: ConfirmItem, mine: int) -> bool:
+        """Whether another confirmation of the item's config is RUNNING, WAITING or COMPLETE."""
         return any(
-            role_of(t) == "confirm" and t.user_attrs.get(CONFIG_KEY) == item.config_key
+            t._trial_id != mine
+            and role_of(t) == "confirm"
+            and t.user_attrs.get(CONFIG_KEY) == item.config_key
             for t in self.study.get_trials(
                 deepcopy=False,
                 states=(TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE),
