@@ -3,9 +3,9 @@
     .venv/bin/python scripts/bench_sweep_cost.py                      # 200 trials, 6 workers
     .venv/bin/python scripts/bench_sweep_cost.py --sampler tpe --out cost.json
 
-The script starts a throwaway PostgreSQL server (a fresh cluster in a temporary directory, on a
-free port of 127.0.0.1, fsync off, set up as the ``postgres_server`` fixture of
-tests/pg_server.py does; stopped and deleted at the end, even on error), creates one empty
+The script starts a throwaway PostgreSQL server (``throwaway_server`` of tests/pg_server.py, as
+the tests' fixture does: a fresh cluster in a temporary directory, on a free port of
+127.0.0.1, fsync off; stopped and deleted at the end, even on error), creates one empty
 database for the study, and runs ``unetbench.sweep.run_sweep`` on it with ``--workers`` worker
 processes until ``--trials`` search trials are COMPLETE. Trials cost almost nothing to measure
 (:class:`NearFreeEvaluator` trains and profiles nothing), so what is measured is the sweep
@@ -45,19 +45,17 @@ A short table goes to stdout; ``--out PATH`` also writes the figures as JSON.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import importlib
 import json
 import os
 import platform
-import secrets
-import shutil
+import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -78,18 +76,11 @@ __all__ = [
     "SweepCost",
     "bench_spec",
     "measure_sweep_cost",
-    "throwaway_postgres",
 ]
 
 SAMPLERS = ("random", "tpe", "nsga2")
 STUDY_NAME = "bench-sweep-cost"
 DATABASE = "bench_sweep_cost"
-# Server settings as in tests/pg_server.py's fixture: fast (the data is thrown away) and
-# enough connections for many worker processes.
-SERVER_CONF = (
-    "max_connections = 200\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
-)
-STOP_TIMEOUT_S = 60.0
 
 
 class NearFreeEvaluator:
@@ -178,113 +169,20 @@ def bench_spec(n_trials: int, sampler: str = "random") -> StudySpec:
     return StudySpec.from_dict(raw, source="<bench_sweep_cost>")
 
 
-@dataclass(frozen=True)
-class PgServer:
-    """A running throwaway server: how to reach it as superuser."""
-
-    host: str
-    port: int
-    user: str
-    password: str
-    version: str
-
-    def url(self, database: str) -> str:
-        from urllib.parse import quote
-
-        return (
-            f"postgresql+psycopg2://{quote(self.user, safe='')}:{quote(self.password, safe='')}"
-            f"@{self.host}:{self.port}/{quote(database, safe='')}"
-        )
-
-    def connect(self, database: str = "postgres") -> Any:
-        """An autocommit psycopg2 connection (the caller closes it)."""
-        import psycopg2  # type: ignore[import-untyped]
-
-        conn = psycopg2.connect(
-            host=self.host,
-            port=self.port,
-            user=self.user,
-            password=self.password,
-            dbname=database,
-            connect_timeout=10,
-        )
-        conn.autocommit = True
-        return conn
-
-
-@contextlib.contextmanager
-def throwaway_postgres() -> Iterator[PgServer]:
-    """A fresh PostgreSQL cluster on a free port of 127.0.0.1, stopped and deleted at the end.
-
-    The set-up of tests/pg_server.py's ``postgres_server`` fixture (its helpers find the
-    binaries and run the server as the ``postgres`` OS user when this process is root).
-    """
+def _pg_server() -> Any:
+    """tests/pg_server.py, whose ``throwaway_server`` the tests' fixture uses as well."""
     sys.path.insert(0, str(ROOT / "tests"))
     try:
-        pg_server: Any = importlib.import_module("pg_server")
+        return importlib.import_module("pg_server")
     finally:
         sys.path.remove(str(ROOT / "tests"))
 
-    bindir = pg_server.find_bindir()
-    if isinstance(bindir, str):
-        raise RuntimeError(bindir)
-    prefix = pg_server._server_command_prefix()
-    if isinstance(prefix, str):
-        raise RuntimeError(prefix)
-    tmpdir = Path(tempfile.mkdtemp(prefix="unetbench-bench-pg-"))
-    runner = pg_server._Runner(prefix, tmpdir)
-    datadir = tmpdir / "data"
-    started = False
-    try:
-        runner.chown(tmpdir)
-        password = secrets.token_urlsafe(24)
-        pwfile = tmpdir / "pwfile"
-        pwfile.write_text(password + "\n")
-        pwfile.chmod(0o600)
-        runner.chown(pwfile)
-        result = runner.run(
-            [
-                str(bindir / "initdb"),
-                "-D",
-                str(datadir),
-                "-U",
-                pg_server.SUPERUSER,
-                f"--pwfile={pwfile}",
-                "--auth-host=scram-sha-256",
-                "--auth-local=trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ]
-        )
-        pwfile.unlink()
-        if result.returncode != 0:
-            raise RuntimeError(f"initdb failed:\n{result.stdout}{result.stderr}")
-        socket_dir = str(tmpdir).replace("'", "''")
-        with (datadir / "postgresql.conf").open("a") as conf:
-            conf.write(
-                "\n# unetbench sweep-cost benchmark server\n"
-                f"listen_addresses = '{pg_server.HOST}'\n"
-                f"unix_socket_directories = '{socket_dir}'\n" + SERVER_CONF
-            )
-        started = True  # from here on, stop it on the way out, whatever happened
-        server = pg_server._start(runner, bindir, datadir, tmpdir / "server.log", password)
-        conn = server.connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SHOW server_version")
-                version = str(cur.fetchone()[0])
-        finally:
-            conn.close()
-        yield PgServer(server.host, server.port, server.user, password, version)
-    finally:
-        if started:
-            runner.run(
-                [str(bindir / "pg_ctl"), "stop", "-D", str(datadir), "-m", "fast", "-w"],
-                timeout=STOP_TIMEOUT_S,
-            )
-        shutil.rmtree(tmpdir, ignore_errors=True)
+
+def _admin(server: Any) -> Any:
+    """An autocommit superuser connection to the ``postgres`` database."""
+    conn = server.connect()
+    conn.autocommit = True
+    return conn
 
 
 def _scalar(conn: Any, query: str, params: Sequence[Any] = ()) -> Any:
@@ -377,14 +275,15 @@ def measure_sweep_cost(
         raise ValueError("need trials >= 2, workers >= 1 and window >= 2")
     spec = bench_spec(trials, sampler)
     with (
-        throwaway_postgres() as server,
+        _pg_server().throwaway_server() as server,
         tempfile.TemporaryDirectory(prefix="unetbench-bench-") as results,
     ):
-        admin = server.connect()
+        admin = _admin(server)
         try:
             with admin.cursor() as cur:
                 cur.execute(f'CREATE DATABASE "{DATABASE}"')
             url = server.url(DATABASE)
+            version = str(_scalar(admin, "SHOW server_version"))
             commit0, rollback0 = _flush_and_read_xacts(admin, DATABASE)
             xid0 = _current_xid(admin)
             t0 = time.perf_counter()
@@ -444,7 +343,7 @@ def measure_sweep_cost(
         xact_commit=commits,
         xact_rollback=rollbacks,
         all_xacts_per_trial=(commits + rollbacks) / n,
-        postgres_version=server.version,
+        postgres_version=version,
         optuna_version=optuna.__version__,
         python_version=platform.python_version(),
         cpu_count=os.cpu_count(),
@@ -489,27 +388,62 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     parser.add_argument("--heartbeat-interval", type=int, default=None)
     parser.add_argument("--grace-period", type=int, default=None)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure this many times; prints medians"
+    )
     args = parser.parse_args(argv)
 
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cost = measure_sweep_cost(
-        trials=args.trials,
-        workers=args.workers,
-        sampler=args.sampler,
-        window=args.window,
-        heartbeat_interval=args.heartbeat_interval,
-        grace_period=args.grace_period,
-    )
-    print(format_table(cost))
+    costs = []
+    for i in range(args.rounds):
+        cost = measure_sweep_cost(
+            trials=args.trials,
+            workers=args.workers,
+            sampler=args.sampler,
+            window=args.window,
+            heartbeat_interval=args.heartbeat_interval,
+            grace_period=args.grace_period,
+        )
+        costs.append(cost)
+        if args.rounds > 1:
+            print(f"--- round {i + 1} of {args.rounds}")
+        print(format_table(cost))
+    if args.rounds > 1:
+        print(format_summary(costs))
     if args.out is not None:
-        args.out.write_text(json.dumps(cost.to_dict(), indent=2) + "\n")
+        data = costs[0].to_dict() if args.rounds == 1 else [c.to_dict() for c in costs]
+        args.out.write_text(json.dumps(data, indent=2) + "\n")
         print(f"written: {args.out}")
-    ok = cost.complete_search_trials == args.trials
-    if not ok:
-        print(f"ERROR: {cost.complete_search_trials} COMPLETE search trials, not {args.trials}")
-    return 0 if ok else 1
+    bad = [c.complete_search_trials for c in costs if c.complete_search_trials != args.trials]
+    if bad:
+        print(f"ERROR: {bad} COMPLETE search trials, not {args.trials}")
+    return 1 if bad else 0
+
+
+def format_summary(costs: Sequence[SweepCost]) -> str:
+    """Median and range over rounds of the ratios and transactions per trial."""
+
+    def line(name: str, values: Sequence[float]) -> str:
+        ordered = sorted(values)
+        return (
+            f"{name:<40}median {statistics.median(ordered):.3g}, "
+            f"range {ordered[0]:.3g} to {ordered[-1]:.3g}"
+        )
+
+    second = [c.trials_per_min_last / c.trials_per_min_by_window[1] for c in costs]
+    return "\n".join(
+        [
+            f"--- {len(costs)} rounds",
+            line("ratio last/first window", [c.ratio_last_first for c in costs]),
+            line("ratio last/second window", second),
+            line("trials/min, last window", [c.trials_per_min_last for c in costs]),
+            line("write transactions / trial", [c.write_xacts_per_trial for c in costs]),
+            line("all transactions / trial", [c.all_xacts_per_trial for c in costs]),
+            line("sweep wall time (s)", [c.wall_s for c in costs]),
+        ]
+    )
 
 
 if __name__ == "__main__":

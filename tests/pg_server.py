@@ -11,6 +11,7 @@ The binaries are looked up in ``$UNETBENCH_PG_BINDIR`` (if set, nowhere else), t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import secrets
@@ -279,25 +280,21 @@ def _start(
     raise RuntimeError(f"pg_ctl start failed:\n{last_error}")
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A real PostgreSQL server for this session, to test what SQLite cannot show.
+class NoServer(RuntimeError):
+    """No PostgreSQL server can be started here; the message says why and what to install."""
 
-    Optuna studies shared by many machines live on PostgreSQL; its locking, connection
-    limits and authentication differ from SQLite's, so those paths are tested against a real
-    server. It runs from a fresh cluster in a ``mkdtemp`` directory (not pytest's tmp_path:
-    that is mode 700 under root, and the ``postgres`` OS user that runs the server when the
-    tests run as root could not enter it), listens on 127.0.0.1 only, is tuned for speed
-    (fsync off: the data is thrown away) and allows 200 connections for worker processes.
-    Skipped without the binaries (failed instead when ``CI=true``); stopped and deleted at
-    the end of the session.
-    """
+
+@contextlib.contextmanager
+def throwaway_server() -> Iterator[PostgresServer]:
+    """A fresh cluster in a ``mkdtemp`` directory, on a free port of 127.0.0.1, tuned for
+    speed (fsync off: the data is thrown away), 200 connections; stopped and deleted at the
+    end, whatever happened. Raises :class:`NoServer` without the binaries."""
     bindir = find_bindir()
     if isinstance(bindir, str):
-        skip_or_fail(bindir)
+        raise NoServer(bindir)
     prefix = _server_command_prefix()
     if isinstance(prefix, str):
-        skip_or_fail(prefix)
+        raise NoServer(prefix)
 
     tmpdir = Path(tempfile.mkdtemp(prefix="unetbench-pg-"))
     runner = _Runner(prefix, tmpdir)
@@ -343,8 +340,7 @@ def postgres_server() -> Iterator[PostgresServer]:
                 "full_page_writes = off\n"
             )
         started = True  # from here on, stop it on the way out, whatever happened
-        server = _start(runner, bindir, datadir, logfile, password)
-        yield server
+        yield _start(runner, bindir, datadir, logfile, password)
     finally:
         if started:
             runner.run(
@@ -352,6 +348,23 @@ def postgres_server() -> Iterator[PostgresServer]:
                 timeout=START_TIMEOUT_S + 30,
             )
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for this session, to test what SQLite cannot show.
+
+    Optuna studies shared by many machines live on PostgreSQL; its locking, connection
+    limits and authentication differ from SQLite's, so those paths are tested against a real
+    server (:func:`throwaway_server`; not pytest's tmp_path: that is mode 700 under root, and
+    the ``postgres`` OS user that runs the server when the tests run as root could not enter
+    it). Skipped without the binaries (failed instead when ``CI=true``).
+    """
+    try:
+        with throwaway_server() as server:
+            yield server
+    except NoServer as exc:
+        skip_or_fail(str(exc))
 
 
 @pytest.fixture

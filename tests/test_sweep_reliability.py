@@ -185,6 +185,7 @@ def test_a_signal_ends_every_worker_fails_their_trials_and_the_command_resumes(
     for row in failed:
         pid, host = row["worker"]["pid"], row["worker"]["host"]
         assert row["reason"] == f"worker {pid} on host {host} was interrupted ({name})"
+        assert row["status"] == "interrupted"
     url = f"sqlite:///{tmp_path / 'results' / 'fake' / 'study.db'}"
     assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["fake"]  # no claims
 

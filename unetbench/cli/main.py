@@ -62,6 +62,8 @@ def guarded(command: str, run: Callable[[], int]) -> int:
         sys.stderr.write(f"unetbench {command}: error: {exc}\n")
         return exc.exit_code
     except KeyboardInterrupt as exc:
+        for s in (signal.SIGINT, signal.SIGTERM):  # the command ends: a second one waits
+            signal.signal(s, signal.SIG_IGN)
         signum = getattr(exc, "signum", signal.SIGINT)
         sys.stderr.write(f"unetbench {command}: interrupted ({signal.Signals(signum).name})\n")
         return 128 + int(signum)

@@ -128,16 +128,18 @@ class Liveness:
             return "died"
         return None
 
-    def fail(self, study: optuna.Study, trial_id: int, why: str) -> int | None:
-        """Fail a RUNNING trial with the reason ``<its worker> <why>``; its number, or None
-        if another worker finished or failed it first."""
+    def fail(
+        self, study: optuna.Study, trial_id: int, why: str, status: str = "error"
+    ) -> int | None:
+        """Fail a RUNNING trial with the reason ``<its worker> <why>`` and ``status``; its
+        number, or None if another worker finished or failed it first."""
         storage = study._storage
         try:
             trial = storage.get_trial(trial_id)
             if trial.state != TrialState.RUNNING:
                 return None
             reason = f"{describe(identity_of(trial.user_attrs))} {why}"
-            write_failure(storage, trial_id, reason)
+            write_failure(storage, trial_id, reason, status)
             if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 return None
         except (optuna.exceptions.UpdateFinishedTrialError, KeyError):

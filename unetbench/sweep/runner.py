@@ -187,10 +187,14 @@ def run_sweep(
 def _save(
     study: optuna.Study, store: StudyStorage, study_dir: Path, searched: tuple[str, ...]
 ) -> None:
-    """Export what finished, waiting only briefly for the storage."""
+    """After an interrupt, with a short patience for the storage: drop the claims the
+    interrupted trials left (a signal can land between taking a claim and noting it) and
+    export what finished."""
     if isinstance(store.storage, RetryingStorage):
         store.storage.patience = min(store.storage.patience, 5.0)
     try:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        ConfigClaims(store.storage, study.study_name, store.grace_period).drop_stale(bool(running))
         export_results(study, study_dir, searched)
     except StorageUnreachable as exc:
         _LOG.warning("trials.parquet not updated: %s", exc)

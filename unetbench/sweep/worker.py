@@ -53,6 +53,7 @@ __all__ = [
     "EXIT_STORAGE_LOST",
     "Interrupted",
     "WorkerArgs",
+    "ignore_interrupts",
     "interrupts_raise",
     "run_worker",
     "sampler_seed",
@@ -86,8 +87,7 @@ def interrupts_raise() -> Iterator[None]:
         return
 
     def handler(signum: int, _frame: Any) -> None:
-        for s in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(s, signal.SIG_IGN)
+        ignore_interrupts()
         raise Interrupted(signum)
 
     before = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -96,6 +96,12 @@ def interrupts_raise() -> Iterator[None]:
     finally:
         for s, h in before.items():
             signal.signal(s, h)
+
+
+def ignore_interrupts() -> None:
+    """Ignore SIGINT and SIGTERM from now on: for a process that is ending because of one."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
 
 
 def cpu_threads(spec: StudySpec, workers: int) -> int | None:
@@ -184,6 +190,7 @@ def run_worker(
     ran = 0
     try:
         while True:
+            lost = False  # the storage is gone: nothing more can be written
             try:
                 with storage.creation_lock():
                     proposal = proposer.next()
@@ -198,10 +205,14 @@ def run_worker(
             except KeyboardInterrupt as exc:
                 _abandon(study, storage, liveness, proposer.started, _why(exc))
                 raise
+            except StorageUnreachable:
+                lost = True  # its trial is failed later by a live worker; its claim with it
+                raise
             finally:
                 proposer.started = None
-                with contextlib.suppress(StorageUnreachable):
-                    claims.release_all()
+                if not lost:
+                    with contextlib.suppress(StorageUnreachable):
+                        claims.release_all()
             ran += 1
             if on_trial_end is not None:
                 on_trial_end(study)
@@ -248,7 +259,7 @@ def _abandon(
     if isinstance(storage.storage, RetryingStorage):
         storage.storage.patience = min(storage.storage.patience, _CLEANUP_PATIENCE_S)
     try:
-        liveness.fail(study, trial_id, why)
+        liveness.fail(study, trial_id, why, status="interrupted")
     except Exception as exc:  # the storage is away: another worker fails it later
         _LOG.warning("could not mark trial %d FAIL: %s", trial_id, exc)
 
@@ -301,7 +312,6 @@ def worker_process_main(args: WorkerArgs) -> None:
     except StorageUnreachable as exc:
         _LOG.debug("worker stops: %s", exc)  # the parent says it, once
         raise SystemExit(EXIT_STORAGE_LOST) from None
-    except Interrupted as exc:
-        raise SystemExit(EXIT_INTERRUPTED + exc.signum) from None
-    except KeyboardInterrupt:
-        raise SystemExit(EXIT_INTERRUPTED + signal.SIGINT) from None
+    except KeyboardInterrupt as exc:
+        ignore_interrupts()  # a second signal (the parent passes it on) must not cut the exit
+        raise SystemExit(EXIT_INTERRUPTED + getattr(exc, "signum", signal.SIGINT)) from None
