@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ class FakeEvaluator:
         self.seeds.append((key, seed))
         self.train_modes[tuple(getattr(config, f) for f in SEARCHED)] = checkpointing
         if self.marker_dir is not None:
-            Path(self.marker_dir, f"train-{time.monotonic_ns()}").touch()
+            Path(self.marker_dir, f"train-{os.getpid()}-{time.monotonic_ns()}").touch()
         time.sleep(self.delay)
         if config.attention and config.start_filts == 8:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")

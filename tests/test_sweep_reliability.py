@@ -141,9 +141,24 @@ def test_two_workers_on_one_journal(tmp_path: Path) -> None:
 
 
 def _fake_sweep(tmp_path: Path, *extra: str) -> list[str]:
-    """tests/fake_sweep.py: 6 trials on two worker processes, SQLite under ``tmp_path``."""
-    return [sys.executable, str(TESTS / "fake_sweep.py"), "--n", "6", "--workers", "2",
+    """tests/fake_sweep.py: 6 trials, SQLite under ``tmp_path``."""
+    return [sys.executable, str(TESTS / "fake_sweep.py"), "--n", "6",
             "--results", str(tmp_path / "results"), *extra]  # fmt: skip
+
+
+def _both_training(proc: subprocess.Popen[bytes], markers: Path, delay: float) -> None:
+    """Wait until two worker processes each started a training under ``delay - 2`` s ago."""
+    deadline = time.monotonic() + 120
+    while True:
+        newest: dict[str, float] = {}
+        for m in markers.iterdir():  # train-<pid>-<ns>
+            pid = m.name.split("-")[1]
+            newest[pid] = max(newest.get(pid, 0.0), m.stat().st_mtime)
+        if len(newest) >= 2 and all(time.time() - t < delay - 2 for t in newest.values()):
+            return
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.monotonic() < deadline, "the two workers never trained at the same time"
+        time.sleep(0.1)
 
 
 def _interrupt(tmp_path: Path, sig: int, group: bool) -> tuple[int, str, float]:
@@ -151,9 +166,9 @@ def _interrupt(tmp_path: Path, sig: int, group: bool) -> tuple[int, str, float]:
     Ctrl-C in a terminal does); returns the exit status, stderr and seconds to exit."""
     markers = tmp_path / "markers"
     markers.mkdir()
-    argv = _fake_sweep(tmp_path, "--delay", "4", "--markers", str(markers))
+    argv = _fake_sweep(tmp_path, "--workers", "2", "--delay", "5", "--markers", str(markers))
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, start_new_session=True)
-    wait_for_markers(proc, markers, 3)  # both workers are training
+    _both_training(proc, markers, delay=5.0)
     t0 = time.monotonic()
     if group:
         os.killpg(proc.pid, sig)
@@ -190,18 +205,7 @@ def test_a_signal_ends_every_worker_fails_their_trials_and_the_command_resumes(
     assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["fake"]  # no claims
 
     again = subprocess.run(
-        [
-            sys.executable,
-            str(TESTS / "fake_sweep.py"),
-            "--n",
-            "6",
-            "--workers",
-            "2",
-            "--results",
-            str(tmp_path / "results"),
-            "--delay",
-            "0",
-        ],
+        _fake_sweep(tmp_path, "--delay", "0"),  # one worker, in the main process
         capture_output=True,
         text=True,
         timeout=120,

@@ -7,8 +7,9 @@ study ``S`` is a study named ``S:claim:<hash of K>``; its system attribute ``own
 of the trial that holds it, set right after the claim is created.
 
 **The one rule for stale claims**: a claim is held while its owner trial is RUNNING, and a
-claim without an owner (its creator may have died between its two calls) is held for the
-grace period, counted on the reader's own clock from when it first saw it. Any other claim
+claim without an owner (its creator names itself in its next call, or died between the two)
+is held for ``NAMING_S`` seconds, counted on the reader's own clock from when it first saw it;
+a creator that finds its claim dropped meanwhile claims again. Any other claim
 (owner finished, failed or gone) is stale, and whoever meets it deletes it, by id, so a newer
 claim on the same key is never deleted. The owner deletes its claim when its trial ends.
 
@@ -29,24 +30,20 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-__all__ = ["ConfigClaims"]
+__all__ = ["NAMING_S", "ConfigClaims"]
 
 _LOG = logging.getLogger(__name__)
 _OWNER = "owner"
+#: Seconds a claim may stay without an owner before it is taken for its dead creator's.
+NAMING_S = 10.0
 
 
 class ConfigClaims:
-    """Claims of configs of one study (see the module docstring).
+    """Claims of configs of one study (see the module docstring)."""
 
-    ``patience_s`` is how long a claim without an owner is honoured (the grace period).
-    """
-
-    def __init__(
-        self, storage: optuna.storages.BaseStorage, study_name: str, patience_s: float
-    ) -> None:
+    def __init__(self, storage: optuna.storages.BaseStorage, study_name: str) -> None:
         self.storage = storage
         self.study_name = study_name
-        self.patience_s = patience_s
         self._ownerless: dict[int, float] = {}  # claim id -> when this reader first saw it
         self._mine: dict[str, int] = {}  # key -> claim id, claims this process holds
 
@@ -97,7 +94,7 @@ class ConfigClaims:
         """The one rule (see the module docstring)."""
         if owner is None:
             first = self._ownerless.setdefault(claim_id, time.monotonic())
-            return time.monotonic() - first > self.patience_s
+            return time.monotonic() - first > NAMING_S
         try:
             return self.storage.get_trial(owner).state != TrialState.RUNNING
         except KeyError:

@@ -17,7 +17,7 @@ from unetbench.sweep.record import LEADING, fail_reason, identity_of, row_of
 __all__ = ["RUN_COLUMNS", "export_results", "export_trials", "runs_frame", "trials_frame"]
 
 # Bookkeeping attributes that are not record columns (runs are in runs.parquet).
-_DROP = frozenset({"constraints", "worker_start", "worker", "runs", "record"})
+_DROP = frozenset({"constraints", "worker_start", "worker", "runs", "record", "failure"})
 #: Columns of runs.parquet, before the searched fields.
 RUN_COLUMNS = (
     "trial_number",

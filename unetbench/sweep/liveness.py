@@ -177,4 +177,4 @@ class Liveness:
             yield
         finally:
             stop.set()
-            thread.join(timeout=interval + 1)
+            thread.join(timeout=1.0)  # a beat stuck in an outage is not waited for

@@ -49,6 +49,7 @@ from unetbench.sweep.record import (
     set_config_key,
 )
 from unetbench.sweep.repeats import RUN_KEYS, train_repeats
+from unetbench.sweep.retry import StorageUnreachable
 from unetbench.sweep.space import build_config, config_key
 
 AUTO = "auto"  # [profile] checkpointing = "auto"
@@ -148,6 +149,8 @@ class TrialMeasure:
                     f"(headroom {row['memory_headroom_bytes']} B kept free)",
                 )
             self._train_and_profile(spec, config, mode, row)
+        except StorageUnreachable:
+            raise  # the worker's end, not the trial's outcome
         except Exception as exc:  # the trial's outcome; the worker goes on with the next
             if is_oom(exc):
                 return _infeasible(row, "oom", f"out of memory: {_one_line(exc)}")

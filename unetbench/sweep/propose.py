@@ -101,10 +101,11 @@ class Proposer:
 
     def _search(self) -> Proposal:
         trial_id = self._pop_enqueued()
+        popped = trial_id is not None
         if trial_id is None:
             trial_id = new_trial(self.study, "search")
         self.started = trial_id
-        if self._surplus(trial_id):
+        if self._surplus(trial_id, popped):
             return Proposal("wait")
         trial = optuna.Trial(self.study, trial_id)
         sampled = suggest(trial, self.spec)
@@ -121,14 +122,15 @@ class Proposer:
                 return t._trial_id
         return None
 
-    def _surplus(self, trial_id: int) -> bool:
+    def _surplus(self, trial_id: int, popped: bool) -> bool:
         """Fail the new search trial if ``n_trials`` search trials before it are COMPLETE or
-        RUNNING (started by other workers at the same moment)."""
+        RUNNING (started by other workers at the same moment). A trial popped from the queue
+        has an old number: every other search trial counts."""
         trial = self.study._storage.get_trial(trial_id)
         if role_of(trial) != "search":
             return False
         ahead = sum(
-            t.number < trial.number
+            (t.number < trial.number or (popped and t.number != trial.number))
             and t.state in (TrialState.COMPLETE, TrialState.RUNNING)
             and role_of(t) == "search"
             for t in self.study.get_trials(deepcopy=False)
@@ -166,14 +168,14 @@ class Proposer:
         return None
 
     def _confirm_held(self, item: ConfirmItem, mine: int) -> bool:
-        """Whether another confirmation of the item's config is RUNNING, WAITING or COMPLETE."""
+        """Whether a confirmation of the item's config finished (or is WAITING, from a study
+        before 0.3) since the todo list was read. RUNNING ones hold the claim: it decided."""
         return any(
             t._trial_id != mine
             and role_of(t) == "confirm"
             and t.user_attrs.get(CONFIG_KEY) == item.config_key
             for t in self.study.get_trials(
-                deepcopy=False,
-                states=(TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE),
+                deepcopy=False, states=(TrialState.WAITING, TrialState.COMPLETE)
             )
         )
 

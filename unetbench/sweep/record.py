@@ -30,6 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
     "CONFIG_KEY",
+    "FAILURE",
     "HEARTBEAT",
     "LEADING",
     "REASON_PREFIX",
@@ -56,6 +57,7 @@ ROLE = "role"  # "search" | "confirm"; trials of studies before roles: search
 WORKER = "worker"  # {"host", "pid", "start", "boot"}: the process that runs the trial
 CONFIG_KEY = "config_key"  # the trained config (and precision), set when it is chosen
 RECORD = "record"  # the trial's row, one dict, written once when the trial ends
+FAILURE = "failure"  # {"status", "reason"} of a trial being failed (dead worker, signal...)
 CONFIRM_OF = "confirm_of"  # a confirmation: number of the search trial of its config
 REPEAT_START = "repeat_start"  # a confirmation: its first repeat index
 N_SEEDS = "n_seeds"  # a confirmation: how many seeds it trains
@@ -176,11 +178,15 @@ def new_trial(
 
 def row_of(trial: FrozenTrial) -> dict[str, Any]:
     """The trial's row: its record, or for older studies its per-column user attributes,
-    with its identity attributes."""
+    with its identity attributes; a FAIL trial's status and reason are those of its
+    failure."""
     attrs = trial.user_attrs
     record = attrs.get(RECORD)
     row = dict(record) if isinstance(record, dict) else {}
-    row.update({k: v for k, v in attrs.items() if k != RECORD and k not in row})
+    row.update({k: v for k, v in attrs.items() if k not in (RECORD, FAILURE) and k not in row})
+    failure = attrs.get(FAILURE)
+    if trial.state == TrialState.FAIL and isinstance(failure, dict):
+        row.update(failure)
     return row
 
 
@@ -201,8 +207,10 @@ def write_record(
 def write_failure(
     storage: optuna.storages.BaseStorage, trial_id: int, reason: str, status: str = "error"
 ) -> None:
-    """Why a RUNNING trial is being failed, as its record (``error``, or ``surplus``)."""
-    storage.set_trial_user_attr(trial_id, RECORD, {"status": status, "reason": reason})
+    """Why a RUNNING trial is being failed (``error``, ``interrupted`` or ``surplus``), in an
+    attribute of its own: a trial that completes meanwhile keeps its record, and shows this
+    only if it ends FAIL."""
+    storage.set_trial_user_attr(trial_id, FAILURE, {"status": status, "reason": reason})
 
 
 def set_config_key(storage: optuna.storages.BaseStorage, trial_id: int, key: str | None) -> None:

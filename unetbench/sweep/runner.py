@@ -178,7 +178,7 @@ def run_sweep(
         raise
     finally:
         bar.close()
-    claims = ConfigClaims(store.storage, spec.name, store.grace_period)
+    claims = ConfigClaims(store.storage, spec.name)
     claims.drop_stale(running=bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))))
     export_results(study, study_dir, searched)
     return _result(spec, store, study, trials_path)
@@ -194,7 +194,7 @@ def _save(
         store.storage.patience = min(store.storage.patience, 5.0)
     try:
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        ConfigClaims(store.storage, study.study_name, store.grace_period).drop_stale(bool(running))
+        ConfigClaims(store.storage, study.study_name).drop_stale(bool(running))
         export_results(study, study_dir, searched)
     except StorageUnreachable as exc:
         _LOG.warning("trials.parquet not updated: %s", exc)

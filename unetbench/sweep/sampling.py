@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +39,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from unetbench._errors import ConfigError
-from unetbench.sweep.claims import ConfigClaims
+from unetbench.sweep.claims import NAMING_S, ConfigClaims
 from unetbench.sweep.record import CONFIG_KEY, CONSTRAINTS, role_of, set_config_key
 from unetbench.sweep.space import (
     MAX_COMBINATIONS,
@@ -112,21 +113,42 @@ class LegalSampler(optuna.samplers.BaseSampler):
     ) -> dict[str, Any]:
         if trial.system_attrs.get("fixed_params") or role_of(trial) != "search":
             return {}  # an enqueued trial brings its own config
+        deadline = time.monotonic() + NAMING_S + 2.0
+        while True:
+            values, key, claimed = self._claim_new(study, trial)
+            if claimed or self.legal is None or time.monotonic() > deadline:
+                break
+            # Every config no trial holds is claimed: by a trial being set up on another
+            # machine, or by one that died before naming itself. In an exhaustive search a
+            # repeat would leave such a config out: wait until it is named or stale.
+            tried = self._taken(study, trial.number)
+            if all(k in tried for k in self._keys if k is not None):
+                break  # truly every legal config is tried: a repeat, whose result is reused
+            time.sleep(1.0)
+        set_config_key(study._storage, trial._trial_id, key)
+        return {f: encode_param(f, v) for f, v in values.items()}
+
+    def _claim_new(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> tuple[dict[str, Any], str | None, bool]:
+        """A legal config no other search trial holds, claimed for ``trial``:
+        ``(values, key, claimed)``; a repeat (not claimed) if none could be had."""
         taken = self._taken(study, trial.number)
+        values: dict[str, Any] = {}
+        key = None
         for _ in range(len(self.legal) if self.legal is not None else _TRIES):
             values = self._choose(study, trial, taken)
             key = values_key(self.spec, values)
             if key is None or key in taken:
-                break  # every legal config is taken: a repeat, whose result is reused
+                break  # every legal config is taken
             if self.claims.take(key, trial._trial_id):
                 # Claim, then read again: a trial may have finished this config and released
                 # its claim between the first read and the claim.
                 if key not in self._taken(study, trial.number):
-                    break
+                    return values, key, True
                 self.claims.release(key)
             taken.add(key)  # a worker on another machine took it a moment ago
-        set_config_key(study._storage, trial._trial_id, key)
-        return {f: encode_param(f, v) for f, v in values.items()}
+        return values, key, False
 
     @staticmethod
     def _taken(study: optuna.Study, number: int) -> set[Any]:

@@ -190,11 +190,11 @@ class _ProxyCache(_CachedStorage):
 
 def proxy_backend(store: StudyStorage) -> optuna.storages.BaseStorage:
     """What ``unetbench storage-server`` serves for a database storage: the database with the
-    proxy's cache, every call retried while the database is unreachable."""
+    proxy's cache. Not retried: while the database is away the proxy answers with its error,
+    and each worker waits it out for its own grace period."""
     retrying = store.storage
     assert isinstance(retrying, RetryingStorage) and isinstance(retrying.inner, _CachedStorage)
-    retrying.inner = _ProxyCache(retrying.inner._backend)
-    return retrying
+    return _ProxyCache(retrying.inner._backend)
 
 
 def _first(*values: int | None) -> int:

@@ -172,7 +172,7 @@ def run_worker(
     n_trials = min(n_trials, plan.n_trials)
     if device is not None and device != spec.device:
         spec = dataclasses.replace(spec, device=device)
-    claims = ConfigClaims(storage.storage, spec.name, storage.grace_period)
+    claims = ConfigClaims(storage.storage, spec.name)
     existing = storage.storage.get_n_trials(storage.storage.get_study_id_from_name(spec.name), None)
     seed = sampler_seed(spec, existing, seed_offset, storage.shared or workers > 1)
     study = optuna.load_study(
@@ -203,10 +203,13 @@ def run_worker(
                     row, values = measure(proposal)
                 _record(study, proposal, row, values)
             except KeyboardInterrupt as exc:
-                _abandon(study, storage, liveness, proposer.started, _why(exc))
+                _abandon(study, storage, liveness, proposer.started, _why(exc), "interrupted")
                 raise
             except StorageUnreachable:
                 lost = True  # its trial is failed later by a live worker; its claim with it
+                raise
+            except Exception as exc:  # a bug: the trial is failed with it, never left RUNNING
+                _abandon(study, storage, liveness, proposer.started, f"stopped: {exc!r}"[:300])
                 raise
             finally:
                 proposer.started = None
@@ -252,6 +255,7 @@ def _abandon(
     liveness: Liveness,
     trial_id: int | None,
     why: str,
+    status: str = "error",
 ) -> None:
     """Fail the trial this worker had started, waiting only briefly for the storage."""
     if trial_id is None:
@@ -259,7 +263,7 @@ def _abandon(
     if isinstance(storage.storage, RetryingStorage):
         storage.storage.patience = min(storage.storage.patience, _CLEANUP_PATIENCE_S)
     try:
-        liveness.fail(study, trial_id, why, status="interrupted")
+        liveness.fail(study, trial_id, why, status)
     except Exception as exc:  # the storage is away: another worker fails it later
         _LOG.warning("could not mark trial %d FAIL: %s", trial_id, exc)
 
