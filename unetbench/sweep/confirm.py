@@ -23,10 +23,12 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
+from unetbench.ranking import ranked, spread_of
+from unetbench.seeds import seed_means as mean_over_seeds
 from unetbench.sweep.record import CONFIG_KEY, role_of, row_of
-from unetbench.sweep.repeats import MEAN_COLUMNS
 from unetbench.sweep.spec import StudySpec
 
 __all__ = ["ConfirmItem", "confirm_todo", "pareto_ranked", "seed_means", "train_seeds"]
@@ -51,8 +53,9 @@ def train_seeds(spec: StudySpec, start: int, count: int) -> list[int]:
 
 
 def pareto_ranked(spec: StudySpec, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """Feasible COMPLETE search trials that trained (one per config), best first: by
-    non-dominated rank over the objectives, then by the first objective, then by number."""
+    """Feasible COMPLETE search trials that trained (one per config), best first, by
+    :func:`unetbench.ranking.ranked` over the objectives, run metrics as seed means
+    (:func:`seed_means`), timings with their measured spread."""
     seen: set[Any] = set()
     ok = []
     for t in sorted(trials, key=lambda t: t.number):
@@ -68,48 +71,33 @@ def pareto_ranked(spec: StudySpec, trials: Sequence[FrozenTrial]) -> list[Frozen
         ):
             seen.add(key)
             ok.append(t)
-    signs = [1.0 if d == "maximize" else -1.0 for d in spec.directions]
+    if not ok:
+        return []
+    signs = np.array([1.0 if d == "maximize" else -1.0 for d in spec.directions])
     means = seed_means(trials)
-    gain = {}
+    scores, spreads = [], []
     for t in ok:
-        mean = means.get(t.user_attrs[CONFIG_KEY], {})
-        values = [mean.get(name, v) for name, v in zip(spec.objective_names, t.values, strict=True)]
-        gain[t.number] = [s * v for s, v in zip(signs, values, strict=True)]
-    ranked: list[FrozenTrial] = []
-    rest = ok
-    while rest:
-        front = [
-            t for t in rest if not any(_dominates(gain[o.number], gain[t.number]) for o in rest)
-        ]
-        ranked += sorted(front, key=lambda t: (-gain[t.number][0], t.number))
-        rest = [t for t in rest if t not in front]
-    return ranked
+        row = {**row_of(t), **means.get(t.user_attrs[CONFIG_KEY], {})}
+        values = [row.get(n, v) for n, v in zip(spec.objective_names, t.values, strict=True)]
+        scores.append(signs * np.array(values, dtype=float))
+        spreads.append([spread_of(row, n) for n in spec.objective_names])
+    by_number = {t.number: t for t in ok}
+    order = ranked([t.number for t in ok], np.array(scores), np.array(spreads))
+    return [by_number[n] for n in order]
 
 
-def seed_means(trials: Sequence[FrozenTrial]) -> dict[Any, dict[str, float]]:
-    """Per config key, each run metric's mean over the seeds of all its finished trials, and
-    ``n_seeds``, how many seeds that is."""
-    sums: dict[Any, dict[str, float]] = {}
-    counts: dict[Any, float] = {}
+def seed_means(trials: Sequence[FrozenTrial]) -> dict[Any, dict[str, Any]]:
+    """Per config key, :func:`unetbench.seeds.seed_means` over the runs of all its finished
+    trials that trained (search and confirmation): each run metric's mean and ``n_seeds``."""
+    runs = []
     for t in trials:
-        attrs = row_of(t)
-        n = attrs.get("n_seeds")
-        if t.state != TrialState.COMPLETE or "reused_from" in attrs or not n:
+        row = row_of(t)
+        if t.state != TrialState.COMPLETE or "reused_from" in row:
             continue
-        key = attrs.get("config_key")
-        counts[key] = counts.get(key, 0.0) + n
-        for name in MEAN_COLUMNS:
-            if isinstance(attrs.get(name), int | float):
-                total = sums.setdefault(key, {})
-                total[name] = total.get(name, 0.0) + n * float(attrs[name])
-    return {
-        k: {**{m: v / counts[k] for m, v in sums.get(k, {}).items()}, "n_seeds": counts[k]}
-        for k in counts
-    }
-
-
-def _dominates(a: list[float], b: list[float]) -> bool:
-    return all(x >= y for x, y in zip(a, b, strict=True)) and a != b
+        for run in row.get("runs") or []:
+            runs.append({**run, "config_key": row.get(CONFIG_KEY)})
+    table = mean_over_seeds(runs)
+    return {r["config_key"]: {str(k): v for k, v in r.items()} for r in table.to_dict("records")}
 
 
 def confirm_todo(spec: StudySpec, trials: Sequence[FrozenTrial]) -> tuple[list[ConfirmItem], int]:
