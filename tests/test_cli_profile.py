@@ -34,6 +34,27 @@ def test_profile_prints_a_table_and_writes_records(
     assert (frame["n_blocks"] == 2).all() and (frame["status"] == "ok").all()
 
 
+def test_profile_warns_of_each_timing_taken_under_load(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from unetbench.profiler import load
+
+    # The rule itself is tested in test_load.py (also under real load); here it flags every
+    # timing, so the command's handling of flagged rows is what is tested.
+    monkeypatch.setattr(load, "timing_note", lambda **kw: f"load {kw['load_avg_1m']:.1f} (test)")
+    out = tmp_path / "r.csv"
+    assert main(["profile", *TINY, *FAST, "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    warnings = [line for line in lines if line.startswith("warning: ")]
+    assert [w.split(":")[1].strip() for w in warnings] == ["none/fp32", "blocks/fp32"]
+    assert all("timed under load (load " in w and "(test)" in w for w in warnings)
+    frame = pd.read_csv(out)
+    assert frame["timing_note"].str.endswith("(test)").all()
+    assert (frame["torch_threads"] == 1).all()
+    assert main(["profile", *TINY, "--no-timing"]) == 0
+    assert "warning" not in capsys.readouterr().out  # nothing timed, nothing flagged
+
+
 def test_profile_reads_a_config_file_and_set_wins(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -103,6 +124,10 @@ BAD = [
     (["profile", "--budget", "lots"], r"--budget must be a positive size .* 'lots'"),
     (["plan", "--budget", "1GiB", "--precision", "half"], r"unknown precision 'half'"),
     (["plan", "--budget", "256MiB", "--headroom", "1GiB"], r"headroom"),
+    (["profile", "--rounds", "-1"], r"--rounds must be an integer >= 1, but got -1$"),
+    (["profile", "--rounds", "0"], r"--rounds must be an integer >= 1, but got 0$"),
+    (["profile", "--warmup", "-1"], r"--warmup must be an integer >= 0, but got -1$"),
+    (["profile", "--max-seconds", "0"], r"--max-seconds must be a number > 0, but got 0.0$"),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from unetbench import UsageError
 from unetbench.profiler import timing
 
 
@@ -62,3 +63,32 @@ def test_cuda_work_is_synchronised(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(synced) == 1 + 2 * 2  # after the warm-up; before and after each timed call
     timing.time_rounds(lambda: None, torch.device("cpu"), warmup=1, rounds=2)
     assert len(synced) == 5  # never on CPU
+
+
+def test_each_round_and_the_load_meanwhile_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _clock(monkeypatch, [9.0, 1.0, 3.0, 2.0])
+    res = timing.time_rounds(clock.step, torch.device("cpu"), warmup=1, rounds=3)
+    assert res.times_s == (1.0, 3.0, 2.0)
+    assert res.load is not None
+    assert res.load.wall_s == 6.0  # the timed rounds only, not the warm-up
+    assert res.load.round_spread == 3.0
+    assert res.load.torch_threads == torch.get_num_threads()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"rounds": 0}, r"^rounds must be an integer >= 1, but got 0$"),
+        ({"rounds": -1}, r"^rounds must be an integer >= 1, but got -1$"),
+        ({"rounds": 2.5}, r"^rounds must be an integer >= 1, but got 2.5$"),
+        ({"warmup": -1}, r"^warmup must be an integer >= 0, but got -1$"),
+        ({"max_seconds": 0}, r"^max_seconds must be a number > 0, but got 0$"),
+        ({"max_seconds": float("inf")}, r"^max_seconds must be a number > 0, but got inf$"),
+        ({"max_seconds": "5"}, r"^max_seconds must be a number > 0, but got '5'$"),
+    ],
+)
+def test_counts_that_time_nothing_are_refused(kwargs: dict[str, object], match: str) -> None:
+    calls: list[int] = []
+    with pytest.raises(UsageError, match=match):
+        timing.time_rounds(lambda: calls.append(1), torch.device("cpu"), **kwargs)  # type: ignore[arg-type]
+    assert calls == []  # refused before the first call

@@ -46,7 +46,7 @@ def add_parser(subparsers: Any) -> None:
         help="bytes of the budget kept free (default 512MiB on CUDA, 0 on CPU)",
     )
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
-    p.add_argument("--rounds", type=int, default=5, help="timed steps at most (default 5)")
+    p.add_argument("--rounds", type=int, default=5, help="timed steps at most, >= 1 (default 5)")
     p.add_argument("--max-seconds", type=float, default=None, help="time budget per step kind")
     p.add_argument("--no-timing", action="store_true", help="skip timing (memory and FLOPs only)")
     p.add_argument("--out", help="write the records to FILE.csv, .parquet or .json")
@@ -58,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
 
     from unetbench.precision import parse_precisions
     from unetbench.profiler import planned_steps, profile
+    from unetbench.profiler.load import under_load
+    from unetbench.profiler.timing import check_timing_args
 
+    check_timing_args(args.warmup, args.rounds, args.max_seconds, cli=True)
     out = _cli.check_out(args.out)
     config = _cli.config_from_args(args)
     shape = _cli.parse_shape(args.shape)
@@ -96,6 +99,12 @@ def run(args: argparse.Namespace) -> int:
     print(_cli.readable(frame, _SHOWN))
     for _, row in frame[frame["status"] != "ok"].iterrows():
         print(f"{row['checkpointing']}/{row['precision']}: {row['status']}: {row['reason']}")
+    for _, row in frame.iterrows():
+        if under_load(row):
+            print(
+                f"warning: {row['checkpointing']}/{row['precision']}: timed under load "
+                f"({row['timing_note']}); its times are not a result"
+            )
     if out is not None:
         _cli.write_frame(frame, out)
         print(f"wrote {len(frame)} records to {out}")

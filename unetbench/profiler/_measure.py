@@ -102,6 +102,7 @@ def measure_inference(
                 )
                 row["infer_s"], row["infer_iqr_s"] = res.median_s, res.iqr_s
                 row["infer_voxels_per_s"] = voxels / res.median_s
+                row["infer_load"] = res.load
     finally:
         model.train()
 
@@ -159,6 +160,7 @@ def measure_training(
             )
             row["train_step_s"], row["train_step_iqr_s"] = res.median_s, res.iqr_s
             row["train_voxels_per_s"] = voxels / res.median_s
+            row["train_load"] = res.load
     if optimizer.state:
         row["opt_state_bytes"] = _step.state_bytes(optimizer)
     for p in model.parameters():

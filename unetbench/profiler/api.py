@@ -2,8 +2,10 @@
 
 For each pair the row holds exact operation counts, the training-step peak memory measured
 (CUDA allocator or tracked CPU tensors) and estimated (fake tensors), optimizer-state and
-inference memory, and median/IQR timings. ``checkpointing="auto"`` rows name the policy they
-chose in ``checkpointing_chosen``. A measurement that runs out of memory marks its row
+inference memory, and median/IQR timings with what the machine was doing meanwhile (see
+:mod:`unetbench.profiler.load`: a timing taken under load has a ``timing_note``).
+``checkpointing="auto"`` rows name the policy they chose in ``checkpointing_chosen``. A
+measurement that runs out of memory marks its row
 ``status="oom"`` and the others go on; any other failure marks ``status="error"``.
 """
 
@@ -22,8 +24,9 @@ from torch import nn
 from unetbench._errors import UsageError
 from unetbench.model.policies import CheckpointPolicy, get_policy
 from unetbench.precision import autocast_dtype_name, parse_precisions
-from unetbench.profiler import _measure, _step, devices, env, flops, memory
+from unetbench.profiler import _measure, _step, devices, env, flops, load, memory
 from unetbench.profiler.auto import AUTO, choose_policy
+from unetbench.profiler.timing import check_timing_args
 from unetbench.shapes import fmt_shape
 from unetbench.units import parse_bytes
 
@@ -60,6 +63,7 @@ RECORD_COLUMNS = (
     "infer_iqr_s",
     "train_voxels_per_s",
     "infer_voxels_per_s",
+    *load.LOAD_COLUMNS,
     "torch_version",
     "unetbench_version",
     "git_commit",
@@ -132,6 +136,7 @@ def profile(
         ConfigError: Illegal config or input shape.
         UsageError: Unknown device or policy, CUDA without a GPU, malformed arguments.
     """
+    check_timing_args(warmup, rounds, max_seconds)
     cfg = _step.config_of(config_or_model)
     dev = devices.resolve_device(device)
     full = _step.resolve_shape(cfg, input_shape, batch_size)
@@ -196,6 +201,8 @@ def profile(
                         row, model, policy, x, target, dev, out_voxels, measure_memory,
                         timing, warmup, rounds, max_seconds, tick, prec,
                     )  # fmt: skip
+            timed = [row[k] for k in ("infer_load", "train_load") if row.get(k) is not None]
+            row.update(load.load_columns(timed, torch.get_num_threads()))
             rows.append(row)
     return pd.DataFrame(
         [{k: row.get(k) for k in (*base_fields(), *RECORD_COLUMNS)} for row in rows]
@@ -210,6 +217,7 @@ _INFER_KEYS = (
     "infer_s",
     "infer_iqr_s",
     "infer_voxels_per_s",
+    "infer_load",
 )
 
 

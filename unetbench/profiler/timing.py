@@ -1,28 +1,60 @@
 """Wall-clock timing of a step: warm-up, timed rounds until a count or a time budget.
 
 The median is reported because single rounds are disturbed by other processes on a shared
-machine; the inter-quartile range says how much they were.
+machine; the inter-quartile range says how much they were. What the machine was doing during
+the rounds (load average, CPU time, run-queue waits) is taken by a
+:class:`~unetbench.profiler.load.LoadProbe`; :func:`~unetbench.profiler.load.timing_note` says
+whether to trust the result.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
 
-__all__ = ["TimingResult", "time_rounds"]
+from unetbench._errors import UsageError
+from unetbench.profiler.load import LoadProbe, TimingLoad
+
+__all__ = ["TimingResult", "check_timing_args", "time_rounds"]
 
 
 @dataclasses.dataclass(frozen=True)
 class TimingResult:
-    """Median and inter-quartile range (seconds) over ``rounds`` timed calls."""
+    """Median and inter-quartile range (seconds) over ``rounds`` timed calls, each call's
+    time, and what the machine was doing meanwhile."""
 
     median_s: float
     iqr_s: float
     rounds: int
+    times_s: tuple[float, ...] = ()
+    load: TimingLoad | None = None
+
+
+def check_timing_args(
+    warmup: int, rounds: int, max_seconds: float | None, *, cli: bool = False
+) -> None:
+    """Refuse counts that cannot time anything: ``rounds >= 1``, ``warmup >= 0``,
+    ``max_seconds > 0`` (or None). ``cli`` names them as options (``--max-seconds``)."""
+
+    def name(arg: str) -> str:
+        return "--" + arg.replace("_", "-") if cli else arg
+
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise UsageError(f"{name('rounds')} must be an integer >= 1, but got {rounds!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise UsageError(f"{name('warmup')} must be an integer >= 0, but got {warmup!r}")
+    if max_seconds is not None and not (
+        isinstance(max_seconds, int | float)
+        and not isinstance(max_seconds, bool)
+        and max_seconds > 0
+        and math.isfinite(max_seconds)
+    ):
+        raise UsageError(f"{name('max_seconds')} must be a number > 0, but got {max_seconds!r}")
 
 
 def _sync(device: torch.device) -> None:
@@ -53,7 +85,11 @@ def time_rounds(
         rounds: Maximum number of timed calls.
         max_seconds: Time budget of the timed calls.
         on_round: Progress callback.
+
+    Raises:
+        UsageError: ``rounds < 1``, ``warmup < 0`` or ``max_seconds <= 0``.
     """
+    check_timing_args(warmup, rounds, max_seconds)
     for _ in range(warmup):
         fn()
         _sync(device)
@@ -61,7 +97,8 @@ def time_rounds(
             on_round()
     times: list[float] = []
     spent = 0.0
-    while len(times) < max(1, rounds):
+    probe = LoadProbe(torch.get_num_threads(), on_cuda=device.type == "cuda")
+    while len(times) < rounds:
         _sync(device)
         start = time.perf_counter()
         fn()
@@ -73,9 +110,16 @@ def time_rounds(
             on_round()
         if max_seconds is not None and spent >= max_seconds:
             break
+    load = probe.stop(times)
     if len(times) >= 2:
         q = statistics.quantiles(times, n=4, method="inclusive")
         iqr = q[2] - q[0]
     else:
         iqr = 0.0
-    return TimingResult(median_s=statistics.median(times), iqr_s=iqr, rounds=len(times))
+    return TimingResult(
+        median_s=statistics.median(times),
+        iqr_s=iqr,
+        rounds=len(times),
+        times_s=tuple(times),
+        load=load,
+    )
