@@ -8,12 +8,23 @@ import torch.
 
 from __future__ import annotations
 
+from typing import Any
+
 from unetbench.device_names import device_type
 from unetbench.units import MIB
 
-__all__ = ["CUDA_HEADROOM_BYTES", "default_headroom_bytes", "usable_bytes"]
+__all__ = [
+    "BUDGET_COLUMNS",
+    "CUDA_HEADROOM_BYTES",
+    "budget_columns",
+    "default_headroom_bytes",
+    "headroom_bytes",
+    "usable_bytes",
+]
 
 CUDA_HEADROOM_BYTES = 512 * MIB
+#: Record columns of a budget, in the order :func:`budget_columns` returns them.
+BUDGET_COLUMNS = ("memory_budget_bytes", "memory_headroom_bytes", "memory_usable_bytes")
 
 
 def default_headroom_bytes(device: str) -> int:
@@ -23,5 +34,20 @@ def default_headroom_bytes(device: str) -> int:
 
 def usable_bytes(budget: int, headroom: int | None, device: str) -> int:
     """What a step may use of ``budget``: the budget less the headroom (default by device)."""
-    room = default_headroom_bytes(device) if headroom is None else headroom
-    return budget - room
+    return budget - headroom_bytes(headroom, device)
+
+
+def headroom_bytes(headroom: int | None, device: str) -> int:
+    """The headroom actually kept: ``headroom``, or the device's default when None."""
+    return default_headroom_bytes(device) if headroom is None else headroom
+
+
+def budget_columns(spec: Any) -> dict[str, int | None]:
+    """The record columns of a study's budget (anything with ``memory_budget_bytes``,
+    ``memory_headroom_bytes`` and ``device``): the budget, the headroom kept and the usable
+    rest; all None without a budget."""
+    budget = spec.memory_budget_bytes
+    if budget is None:
+        return dict.fromkeys(BUDGET_COLUMNS)
+    room = headroom_bytes(spec.memory_headroom_bytes, spec.device)
+    return dict(zip(BUDGET_COLUMNS, (budget, room, budget - room), strict=True))

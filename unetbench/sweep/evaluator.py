@@ -1,7 +1,7 @@
 """What a trial measures: the memory estimate, training and the profile of one config.
 
 :class:`TorchEvaluator` calls unetbench's profiler and trainer. A sweep takes any object with
-the same four methods (see :class:`Evaluator`), so tests of the Optuna mechanics (kill and
+the same five methods (see :class:`Evaluator`), so tests of the Optuna mechanics (kill and
 resume, workers, duplicates) can pass a cheap deterministic one instead.
 """
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from unetbench.config import UNetConfig
     from unetbench.sweep.spec import StudySpec
 
-__all__ = ["Evaluator", "TorchEvaluator", "free_memory"]
+__all__ = ["Evaluator", "TorchEvaluator", "check_evaluator", "free_memory"]
 
 
 class Evaluator(Protocol):
@@ -130,6 +130,21 @@ class TorchEvaluator:
             **spec.profile_options,
         )
         return [{str(k): v for k, v in r.items()} for r in frame.to_dict(orient="records")]
+
+
+def check_evaluator(evaluator: object) -> None:
+    """Refuse an object that lacks one of :class:`Evaluator`'s methods (e.g. one written for
+    an older unetbench), before a sweep stores anything."""
+    missing = [
+        name
+        for name in ("load_data", "estimate_memory", "train", "profile", "choose_checkpointing")
+        if not callable(getattr(evaluator, name, None))
+    ]
+    if missing:
+        raise TypeError(
+            f"{type(evaluator).__name__} is not an Evaluator: it lacks {', '.join(missing)} "
+            "(see unetbench.sweep.evaluator.Evaluator)"
+        )
 
 
 def free_memory() -> None:

@@ -5,12 +5,18 @@ config is sampled and claimed already) and returns its row and objective values;
 nothing to the storage but the ``config_key`` of an enqueued trial (see
 :mod:`unetbench.sweep.record` for how the row is stored).
 
-Every outcome the sampler should learn from ends COMPLETE: an illegal config, a config that
-does not fit the memory budget, an out-of-memory error (device or host), a diverged run or any
-other exception while measuring (status ``error``) is COMPLETE with its ``reason`` and a
-violated constraint, never FAIL, because Optuna's samplers ignore FAIL trials and would
-propose the same configs again and again (optuna issues #3472 and #2864). Only the end of the
-worker itself (kill, Ctrl-C, a dead machine) leaves a FAIL trial.
+Every outcome of the config itself ends COMPLETE, infeasible, with its ``status`` and
+``reason`` and a violated constraint, so the sampler learns from it: an illegal config
+(``illegal``), a config whose estimate does not fit the memory budget or that ran out of memory
+(``oom``), a run stopped by the time guard (``capped``) or a diverged one (``diverged``).
+Optuna's samplers ignore FAIL trials and would propose such configs again and again (optuna
+issues #3472 and #2864). Anything else is a crash, never a result: :class:`TrialError`
+carries the exception's type, message and traceback to the worker, which fails the trial
+(see :mod:`unetbench.sweep.worker`), as is a feasible trial that did not measure one of its
+objectives. The end of a worker (kill, Ctrl-C, a dead machine) fails its trial too.
+
+Every row carries the study's memory budget, headroom and usable memory (``None`` without a
+budget), whatever the profiler recorded.
 
 A config is trained once per study, across all workers and machines (see
 :mod:`unetbench.sweep.claims`): a trial whose config another trial already finished copies
@@ -25,13 +31,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import traceback
 from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
 
 from unetbench._errors import ConfigError
-from unetbench.budget import usable_bytes
+from unetbench.budget import budget_columns
 from unetbench.oom import is_oom
 from unetbench.shapes import fmt_shape
 from unetbench.sweep.claims import ConfigClaims
@@ -58,9 +65,11 @@ if TYPE_CHECKING:
     from unetbench.sweep.propose import Proposal
     from unetbench.sweep.spec import StudySpec
 
-__all__ = ["TrialMeasure"]
+__all__ = ["TrialError", "TrialMeasure"]
 
 _LOG = logging.getLogger(__name__)
+# The end of a crashed trial's traceback kept in its record (the frames nearest the error).
+_TRACEBACK_CHARS = 8000
 # Profile columns repeated per checkpointing mode as "<column>__<mode>".
 _PER_MODE = (
     "status",
@@ -76,6 +85,25 @@ _PER_MODE = (
 _OWN_KEYS = frozenset({"trial_number", "reused_from", "trial_s", "device", WORKER, "runs", "role"})
 # Keys a confirmation trial does not copy from its search trial: it trains for itself.
 _NOT_PROFILE = RUN_KEYS | _OWN_KEYS | {"feasible", "constraints", "estimate_s", "profile_s"}
+
+
+class TrialError(Exception):
+    """A trial crashed: not a result. The worker fails the trial (Optuna FAIL) with the
+    partial ``row`` (its config), the exception's type, message and traceback."""
+
+    def __init__(self, row: dict[str, Any], error_type: str, message: str, tb: str) -> None:
+        super().__init__(f"{error_type}: {message}")
+        self.row, self.error_type, self.message, self.traceback = row, error_type, message, tb
+
+    @classmethod
+    def of(cls, row: dict[str, Any], exc: BaseException) -> TrialError:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return cls(row, type(exc).__name__, _one_line(exc), tb[-_TRACEBACK_CHARS:])
+
+    @property
+    def signature(self) -> tuple[str, str]:
+        """What makes two errors "the same": type and message."""
+        return self.error_type, self.message
 
 
 class TrialMeasure:
@@ -103,7 +131,10 @@ class TrialMeasure:
         trial = proposal.trial
         assert trial is not None
         row: dict[str, Any] = {"trial_number": trial.number, "role": proposal.role}
-        self._run(trial, proposal, row)
+        try:
+            self._run(trial, proposal, row)
+        finally:  # the study's settings, whatever a profile or a copied row said
+            row.update(budget_columns(self.spec))
         row["trial_s"] = time.perf_counter() - t0
         return row, self._values(row, trial.study)
 
@@ -151,11 +182,10 @@ class TrialMeasure:
             self._train_and_profile(spec, config, mode, row)
         except StorageUnreachable:
             raise  # the worker's end, not the trial's outcome
-        except Exception as exc:  # the trial's outcome; the worker goes on with the next
-            if is_oom(exc):
+        except Exception as exc:
+            if is_oom(exc):  # a property of the config: infeasible, the sampler learns
                 return _infeasible(row, "oom", f"out of memory: {_one_line(exc)}")
-            _LOG.warning("trial %d failed", trial.number, exc_info=True)
-            return _infeasible(row, "error", f"{type(exc).__name__}: {_one_line(exc)}")
+            raise TrialError.of(row, exc) from exc  # a crash is never a result
 
     def _choose_mode(self, spec: StudySpec, config: Any, row: dict[str, Any]) -> str | None:
         """The first checkpointing mode (spec order) whose estimate fits the budget, or None.
@@ -165,13 +195,8 @@ class TrialMeasure:
         evaluator chooses among all policies (fewest training FLOPs that fit).
         """
         t0 = time.perf_counter()
-        budget = None
-        if spec.memory_budget_bytes is not None:
-            budget = usable_bytes(spec.memory_budget_bytes, spec.memory_headroom_bytes, spec.device)
-            row.update(
-                memory_usable_bytes=budget,
-                memory_headroom_bytes=spec.memory_budget_bytes - budget,
-            )
+        row.update(budget_columns(spec))
+        budget = row["memory_usable_bytes"]
         if spec.checkpointing == (AUTO,):
             mode, est = self.evaluator.choose_checkpointing(spec, config, budget)
             row.update(checkpointing=AUTO, checkpointing_chosen=mode, **est)
@@ -256,8 +281,11 @@ class TrialMeasure:
         chosen = records.get(mode, {})
         row.update({k: v for k, v in chosen.items() if k not in RUN_KEYS or k == "status"})
         row.update(checkpointing=AUTO if auto else mode, checkpointing_chosen=mode)
-        if chosen.get("status", "ok") != "ok":
-            return _infeasible(row, str(chosen["status"]), f"profile: {chosen.get('reason', '')}")
+        status = str(chosen.get("status", "ok"))
+        if status == "oom":
+            return _infeasible(row, status, f"profile: {chosen.get('reason', '')}")
+        if status != "ok":
+            raise TrialError(row, "ProfileError", f"profile: {chosen.get('reason', status)}", "")
         row.update(status="ok", reason="", feasible=True)
         return None
 
@@ -297,13 +325,19 @@ class TrialMeasure:
         return True
 
     def _values(self, row: dict[str, Any], study: optuna.Study) -> list[float]:
-        """Objective values. An unmeasured one (an infeasible trial) gets a finite value on
-        the scale of the measured ones, so plots stay readable: 0 for a maximised column, the
-        memory estimate or the largest value measured so far for a minimised one."""
+        """Objective values. An infeasible trial measured nothing: its values are finite
+        stand-ins on the scale of the measured ones, so plots stay readable (0 for a maximised
+        column, the memory estimate or the largest value measured so far for a minimised one)
+        and its violated constraint keeps it off the front. A feasible trial that did not
+        measure an objective is a crash (:class:`TrialError`)."""
         values = []
         for name, direction in self.spec.objectives:
             v: Any = row.get(name)
             if not finite(v):
+                if row.get("feasible"):
+                    raise TrialError(
+                        row, "ObjectiveMissing", f"objective {name} was not measured ({v!r})", ""
+                    )
                 est = row.get("est_peak_mem_train_bytes")
                 if direction == "maximize":
                     v = 0.0
@@ -312,9 +346,9 @@ class TrialMeasure:
                 else:
                     v = _largest(study, name)
             values.append(float(v))
-        budget = self.spec.memory_budget_bytes
+        usable: Any = row.get("memory_usable_bytes")
         total: Any = row.get("est_total_train_bytes")
-        over = (total - budget) / budget if budget and finite(total) else 0.0
+        over = (total - usable) / usable if finite(usable) and finite(total) else 0.0
         row["constraints"] = [float(over), 0.0 if row.get("feasible") else 1.0]
         return values
 

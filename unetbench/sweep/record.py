@@ -205,12 +205,16 @@ def write_record(
 
 
 def write_failure(
-    storage: optuna.storages.BaseStorage, trial_id: int, reason: str, status: str = "error"
+    storage: optuna.storages.BaseStorage,
+    trial_id: int,
+    reason: str,
+    status: str = "error",
+    **detail: str,
 ) -> None:
     """Why a RUNNING trial is being failed (``error``, ``interrupted`` or ``surplus``), in an
     attribute of its own: a trial that completes meanwhile keeps its record, and shows this
-    only if it ends FAIL."""
-    storage.set_trial_user_attr(trial_id, FAILURE, {"status": status, "reason": reason})
+    only if it ends FAIL. A crash adds ``error_type`` and ``traceback`` (``detail``)."""
+    storage.set_trial_user_attr(trial_id, FAILURE, {"status": status, "reason": reason, **detail})
 
 
 def set_config_key(storage: optuna.storages.BaseStorage, trial_id: int, key: str | None) -> None:

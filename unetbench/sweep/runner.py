@@ -22,7 +22,7 @@ import os
 import signal
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,9 @@ from optuna.trial import TrialState
 from unetbench._errors import ConfigError, UsageError
 from unetbench.device_names import parse_devices
 from unetbench.sweep.claims import ConfigClaims
-from unetbench.sweep.confirm import seed_means
+from unetbench.sweep.confirm import pareto_ranked, seed_means
 from unetbench.sweep.describe import record_description, stored_description
-from unetbench.sweep.evaluator import Evaluator, TorchEvaluator
+from unetbench.sweep.evaluator import Evaluator, TorchEvaluator, check_evaluator
 from unetbench.sweep.export import export_results
 from unetbench.sweep.liveness import Liveness
 from unetbench.sweep.record import role_of, row_of
@@ -46,6 +46,7 @@ from unetbench.sweep.worker import (
     EXIT_INTERRUPTED,
     EXIT_STORAGE_LOST,
     Interrupted,
+    RepeatedError,
     WorkerArgs,
     cpu_threads,
     interrupts_raise,
@@ -70,6 +71,7 @@ class SweepResult:
     n_confirm: int  # COMPLETE confirmation trials
     n_feasible: int
     n_failed: int
+    n_crashed: int  # failed by an exception while measuring (a bug or a broken set-up)
     best: dict[
         str, Any
     ]  # the best config's search trial row, run metrics as seed means ({} if none)
@@ -123,6 +125,7 @@ def run_sweep(
     if n < 1 or workers < 1:
         raise UsageError(f"n_trials and workers must be >= 1, got n_trials={n}, workers={workers}")
     evaluator = TorchEvaluator() if evaluator is None else evaluator
+    check_evaluator(evaluator)
     plan = search_plan(spec, n)
     n = plan.n_trials
     data = evaluator.load_data(spec)  # data mistakes end the sweep before anything is stored
@@ -145,7 +148,7 @@ def run_sweep(
         with interrupts_raise():
             if workers == 1:
                 bar.update(study)
-                with torch_threads(cpu_threads(spec, 1)):
+                with torch_threads(cpu_threads(spec, 1)), _stops_on(RepeatedError):
                     run_worker(
                         spec,
                         store,
@@ -184,6 +187,16 @@ def run_sweep(
     return _result(spec, store, study, trials_path)
 
 
+@contextlib.contextmanager
+def _stops_on(kind: type[Exception]) -> Iterator[None]:
+    """A worker that stops with ``kind`` says why in one line; the sweep ends normally
+    (what finished is exported, and the result counts the crashed trials)."""
+    try:
+        yield
+    except kind as exc:
+        _LOG.error("%s", exc)
+
+
 def _save(
     study: optuna.Study, store: StudyStorage, study_dir: Path, searched: tuple[str, ...]
 ) -> None:
@@ -203,25 +216,16 @@ def _save(
 def _devices(spec: StudySpec, devices: str | Sequence[str] | None, check: bool) -> list[str]:
     """The workers' devices; each is checked to exist here when torch measures (``check``)."""
     if devices is None:
-        if check:
-            _check_device(spec.device)
+        if check:  # a CUDA study on a machine without CUDA ends before any trial exists
+            from unetbench.devices import resolve_device
+
+            resolve_device(spec.device)
         return [spec.device]
     if not check:  # a stand-in evaluator: the names need only be spelled right
         return parse_devices(devices)
-    from unetbench.profiler.devices import resolve_devices
+    from unetbench.devices import resolve_devices
 
     return resolve_devices(devices)
-
-
-def _check_device(device: str) -> None:
-    """Refuse a CUDA study on a machine without CUDA before any trial exists."""
-    import torch
-
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(
-            f"the study trains on device={device!r} but CUDA is not available here; "
-            "set [train] device = 'cpu' or run it on a GPU machine"
-        )
 
 
 def _create_or_check(spec: StudySpec, store: StudyStorage) -> optuna.Study:
@@ -326,13 +330,13 @@ class _Progress:
     def __init__(self, spec: StudySpec, n: int, enabled: bool) -> None:
         from tqdm.auto import tqdm
 
-        self.name, self.direction = spec.objectives[0]
+        self.spec, self.name = spec, spec.objective_names[0]
         total = n + (min(spec.confirm_top, n) if spec.confirm_repeats > spec.repeats else 0)
         self.bar = tqdm(total=total, desc=spec.name, unit="trial", disable=not enabled)
 
     def update(self, study: optuna.Study) -> None:
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        best = _best(done, self.name, self.direction)
+        best = _best(self.spec, done)
         infeasible = sum(not row_of(t).get("feasible", False) for t in done)
         shown = f"{best[self.name]:.4g}" if best else "-"
         self.bar.total = max(self.bar.total, len(done))  # confirmation may run longer
@@ -344,36 +348,22 @@ class _Progress:
         self.bar.close()
 
 
-def _best(trials: list[optuna.trial.FrozenTrial], name: str, direction: str) -> dict[str, Any]:
-    """Row of the feasible search trial whose config is best on ``name``, run metrics as
-    means over every seed of the config (confirmation included); {} if there is none."""
-    means = seed_means(trials)
-    rows = {t.number: row_of(t) for t in trials}
-
-    def value(t: optuna.trial.FrozenTrial) -> Any:
-        row = rows[t.number]
-        return means.get(row.get("config_key"), {}).get(name, row.get(name))
-
-    ok = [
-        t
-        for t in trials
-        if role_of(t) == "search"
-        and rows[t.number].get("feasible")
-        and isinstance(value(t), int | float)
-    ]
-    if not ok:
+def _best(spec: StudySpec, trials: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:
+    """Row of the best config: first of :func:`~unetbench.sweep.confirm.pareto_ranked` (the
+    front, best first objective first), run metrics as seed means over every seed of the
+    config (confirmation included); {} if no config is feasible."""
+    ranked = pareto_ranked(spec, trials)
+    if not ranked:
         return {}
-    sign = 1.0 if direction == "maximize" else -1.0
-    best = max(ok, key=lambda t: sign * float(value(t)))
-    row = rows[best.number]
-    seeds = means.get(row.get("config_key"), {}).get("n_seeds")
-    return {**row, name: value(best), "n_seeds": seeds or row.get("n_seeds")}
+    row = row_of(ranked[0])
+    mean = seed_means(trials).get(row.get("config_key"), {})
+    return {**row, **{k: v for k, v in mean.items() if k != "config_key"}}
 
 
 def _result(spec: StudySpec, store: StudyStorage, study: optuna.Study, path: Path) -> SweepResult:
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = _best(done, *spec.objectives[0])
+    best = _best(spec, done)
     return SweepResult(
         study_name=spec.name,
         storage=store.url,
@@ -384,5 +374,6 @@ def _result(spec: StudySpec, store: StudyStorage, study: optuna.Study, path: Pat
         n_failed=sum(
             t.state == TrialState.FAIL and row_of(t).get("status") != "surplus" for t in trials
         ),
+        n_crashed=sum(t.state == TrialState.FAIL and "error_type" in row_of(t) for t in trials),
         best=best,
     )

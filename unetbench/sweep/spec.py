@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from unetbench._errors import ConfigError
+from unetbench._errors import ConfigError, UsageError
 from unetbench.sweep._checks import (
     as_bool,
     as_int,
@@ -106,6 +106,16 @@ _CONFIRM_KEYS = {"top", "repeats"}
 _PROFILE_KEYS = {"checkpointing", "options"}
 # Keyword options of unetbench.profiler.profile a study may set (timing effort, what to measure).
 _PROFILE_OPTIONS = {"warmup", "rounds", "max_seconds", "timing", "measure_memory", "count_flops"}
+# Objectives a profile option must stay on for: (option, columns, what to optimise instead).
+_NEEDS = (
+    ("timing", ("train_step_s", "infer_s", "train_voxels_per_s", "infer_voxels_per_s"), ""),
+    (
+        "measure_memory",
+        ("peak_mem_train_bytes", "peak_mem_infer_bytes"),
+        "est_peak_mem_train_bytes (the estimate)",
+    ),
+    ("count_flops", ("fwd_macs", "fwd_flops", "train_flops"), ""),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,7 +250,7 @@ def _parse(raw: Mapping[str, Any], src: str) -> StudySpec:
         confirm_repeats=confirm_repeats,
         lr=as_positive(train.get("lr", 1e-3), f"{src}: train.lr"),
         dice_loss=as_bool(train.get("dice_loss", False), f"{src}: train.dice_loss"),
-        device=str(train.get("device", "cpu")),
+        device=_device(train.get("device", "cpu"), f"{src}: train.device"),
         threads=_threads(train, src),
         memory_budget_bytes=None
         if budget is None
@@ -296,6 +306,15 @@ def _precision(value: object, where: str) -> str:
     return str(value)
 
 
+def _device(value: object, where: str) -> str:
+    from unetbench.device_names import parse_device
+
+    try:
+        return parse_device(str(value))
+    except UsageError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
 def _threads(train: Mapping[str, Any], src: str) -> int | None:
     return None if "threads" not in train else as_int(train["threads"], f"{src}: train.threads")
 
@@ -326,6 +345,34 @@ def _validate_parts(spec: StudySpec) -> None:
     if bad:
         raise ConfigError(
             f"{src}: unknown key profile.options.{bad[0]}; allowed: {sorted(_PROFILE_OPTIONS)}"
+        )
+    _check_measured(spec)
+    _check_budget(spec)
+
+
+def _check_measured(spec: StudySpec) -> None:
+    """Every objective must be measured by the profile the study runs."""
+    for name in spec.objective_names:
+        for option, columns, instead in _NEEDS:
+            if name in columns and spec.profile_options.get(option, True) is False:
+                hint = f"; optimise {instead} instead" if instead else ""
+                raise ConfigError(
+                    f"{spec.source}: objectives.{name} needs profile.options.{option} = true, "
+                    f"but it is false{hint}"
+                )
+
+
+def _check_budget(spec: StudySpec) -> None:
+    """A budget must leave something once its headroom is kept free."""
+    from unetbench.budget import budget_columns
+
+    cols = budget_columns(spec)
+    usable = cols["memory_usable_bytes"]
+    if usable is not None and usable <= 0:
+        raise ConfigError(
+            f"{spec.source}: memory_budget ({cols['memory_budget_bytes']} B) must be larger "
+            f"than the headroom kept free on {spec.device} ({cols['memory_headroom_bytes']} B); "
+            "raise memory_budget or lower memory_headroom"
         )
 
 

@@ -12,6 +12,19 @@ Storage strings:
 * ``grpc://HOST:PORT`` -> Optuna's gRPC storage proxy (``unetbench storage-server``), for
   hundreds of workers in front of one database.
 
+A storage string with a password should not be typed on a command line (any user of the
+machine can read another's command lines). Instead:
+
+* ``env:NAME`` -> the storage string is the value of the environment variable ``NAME``;
+* ``file:PATH`` -> it is the first line of the file ``PATH`` (``~`` is expanded; keep the file
+  private, ``chmod 600``);
+* or leave the password out of a PostgreSQL URL: libpq then reads it from ``~/.pgpass`` (or
+  ``$PGPASSFILE``) itself.
+
+Spawned workers get the string as given (``env:NAME``, ``file:PATH``) and read it themselves.
+What the sweep shows, logs or keeps (:attr:`StudyStorage.url`) has the password replaced by
+``***`` (:func:`redact`).
+
 A mistake (unknown scheme, missing driver, wrong password, missing database, server down or
 silent) is a :class:`~unetbench.UsageError` with one line naming it, within the connect
 timeout; nothing is created then. Once open, every call goes through
@@ -25,6 +38,7 @@ import contextlib
 import dataclasses
 import fcntl
 import logging
+import os
 import random
 import time
 import warnings
@@ -46,6 +60,8 @@ __all__ = [
     "open_storage",
     "proxy_backend",
     "redact",
+    "resolve_storage",
+    "storage_file",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -93,7 +109,7 @@ class StudyStorage:
     """
 
     storage: optuna.storages.BaseStorage
-    url: str  # what optuna-dashboard is given to open it (password included, for the user)
+    url: str  # the storage string for messages and optuna-dashboard, password as ***
     kind: str
     lock_path: Path | None = None
     heartbeat_interval: int = HEARTBEAT_INTERVAL_S
@@ -150,7 +166,7 @@ def open_storage(
     timeout = CONNECT_TIMEOUT_S if connect_timeout is None else connect_timeout
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
         raise UsageError(f"--connect-timeout must be a number of seconds > 0, got {timeout!r}")
-    url = _normalise(url, study_dir)
+    url = _normalise(resolve_storage(url), study_dir)
     kind = _kind(url)
     if kind in ("sqlite", "journal") and heartbeat_given:
         raise UsageError(_LOCAL_HEARTBEAT.format(storage=redact(url), kind=kind))
@@ -164,7 +180,7 @@ def open_storage(
     elif kind == "grpc":
         store = _open_grpc(url, float(timeout))
     else:
-        store = StudyStorage(_open_server(url, float(timeout)), url, "server")
+        store = StudyStorage(_open_server(url, float(timeout)), redact(url), "server")
     store.heartbeat_interval = interval
     store.grace_period = grace
     # Its storage methods are made by retry.py (one forwarder each), which mypy cannot see.
@@ -209,6 +225,76 @@ def redact(url: str) -> str:
     creds, host = rest.rsplit("@", 1)
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}{':***' if ':' in creds else ''}@{host}"
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` (a driver's message) without the password of ``url``, as given or decoded."""
+    if "://" not in url or "@" not in url.split("://", 1)[1]:
+        return text
+    creds = url.split("://", 1)[1].rsplit("@", 1)[0]
+    if ":" not in creds:
+        return text
+    from urllib.parse import unquote
+
+    secret = creds.split(":", 1)[1]
+    for form in {secret, unquote(secret)} - {""}:
+        text = text.replace(form, "***")
+    return text
+
+
+def resolve_storage(text: str | None) -> str | None:
+    """The storage string that ``env:NAME`` or ``file:PATH`` stands for; any other as it is.
+
+    Raises:
+        UsageError: the variable is unset or empty, or the file cannot be read or is empty.
+    """
+    if text is None:
+        return None
+    stripped = text.strip()
+    if stripped.startswith("env:"):
+        name = stripped[len("env:") :]
+        value = os.environ.get(name, "").strip() if name else ""
+        if not value:
+            raise UsageError(
+                f"--storage {stripped}: the environment variable {name or '(none named)'} "
+                "is not set or empty; export it with the storage URL, e.g. "
+                f"export {name or 'UNETBENCH_DB'}=postgresql+psycopg2://USER:PASSWORD@HOST/DB"
+            )
+        return value
+    if stripped.startswith("file:"):
+        path = Path(stripped[len("file:") :]).expanduser()
+        try:
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        except OSError as exc:
+            raise UsageError(
+                f"--storage {stripped}: cannot read {path}: {exc.strerror or exc}; the file "
+                "holds the storage URL on its first line"
+            ) from None
+        value = next((line for line in lines if line), "")
+        if not value:
+            raise UsageError(f"--storage {stripped}: {path} is empty; put the storage URL in it")
+        if path.stat().st_mode & 0o077 and value != redact(value):
+            _LOG.warning(
+                "%s holds a password and other users may read it: chmod 600 %s", path, path
+            )
+        return value
+    return text
+
+
+def storage_file(text: str | None) -> Path | None:
+    """The local file a journal or ``sqlite:///`` storage string names (after
+    :func:`resolve_storage`); None for the default, a server database and ``grpc://``."""
+    url = resolve_storage(text)
+    if url is None:
+        return None
+    url = url.strip()
+    if url.startswith("journal:"):
+        return Path(url[len("journal:") :].removeprefix("//"))
+    if "://" not in url and url.endswith((".journal", ".log")):
+        return Path(url)
+    if url.lower().startswith("sqlite:///") and url[len("sqlite:///") :] not in ("", ":memory:"):
+        return Path(url[len("sqlite:///") :])
+    return None
 
 
 def _normalise(url: str | None, study_dir: Path) -> str:
@@ -306,7 +392,7 @@ def _open_server(url: str, connect_timeout: float) -> optuna.storages.BaseStorag
         hint = _DRIVER_HINT.get(str(module).split(".")[0], f"install the driver {module}")
         raise UsageError(f"--storage {safe} needs the database driver {module}: {hint}") from None
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError) as exc:
-        raise UsageError(f"--storage {safe}: {_first_line(exc)}; {_ALLOWED}") from None
+        raise UsageError(f"--storage {safe}: {_scrub(_first_line(exc), url)}; {_ALLOWED}") from None
     for attempt in range(8):
         try:
             with _schema_lock(engine):
@@ -315,7 +401,9 @@ def _open_server(url: str, connect_timeout: float) -> optuna.storages.BaseStorag
                 )
                 return _CachedStorage(rdb)
         except sqlalchemy.exc.OperationalError as exc:
-            raise UsageError(f"cannot open storage {safe}: {_first_line(exc)}") from None
+            raise UsageError(
+                f"cannot open storage {safe}: {_scrub(_first_line(exc), url)}"
+            ) from None
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
             # Another worker created the same tables at the same moment (dialects without
             # the advisory lock below): the next try finds them.

@@ -37,12 +37,13 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from unetbench._errors import UnetbenchError
 from unetbench.sweep.claims import ConfigClaims
 from unetbench.sweep.evaluator import Evaluator
 from unetbench.sweep.liveness import Liveness
-from unetbench.sweep.measure import TrialMeasure
+from unetbench.sweep.measure import TrialError, TrialMeasure
 from unetbench.sweep.propose import Proposal, Proposer
-from unetbench.sweep.record import write_record
+from unetbench.sweep.record import write_failure, write_record
 from unetbench.sweep.retry import RetryingStorage, StorageUnreachable
 from unetbench.sweep.sampling import SearchPlan, make_sampler, search_plan
 from unetbench.sweep.spec import StudySpec
@@ -52,6 +53,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_STORAGE_LOST",
     "Interrupted",
+    "RepeatedError",
     "WorkerArgs",
     "ignore_interrupts",
     "interrupts_raise",
@@ -62,6 +64,8 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 POLL_S = 2.0
+#: Consecutive trials of one worker that may crash with the same error before it stops.
+SAME_ERROR_LIMIT = 2
 # Exit status of a worker process (and of `unetbench sweep`) whose storage stayed unreachable
 # for longer than the grace period: EX_TEMPFAIL, "try again later".
 EXIT_STORAGE_LOST = 75
@@ -188,6 +192,7 @@ def run_worker(
     gc.collect()
     gc.freeze()
     ran = 0
+    streak = _ErrorStreak()
     try:
         while True:
             lost = False  # the storage is gone: nothing more can be written
@@ -199,9 +204,17 @@ def run_worker(
                 if proposal.action == "wait":
                     time.sleep(POLL_S)  # others are finishing the last trials; one may die
                     continue
+                crash = None
                 with liveness.heartbeat(proposal.trial._trial_id):  # type: ignore[union-attr]
-                    row, values = measure(proposal)
-                _record(study, proposal, row, values)
+                    try:
+                        row, values = measure(proposal)
+                    except TrialError as exc:
+                        crash = exc
+                if crash is None:
+                    _record(study, proposal, row, values)
+                else:
+                    _record_crash(study, proposal, crash)
+                streak.add(proposal, crash)
             except KeyboardInterrupt as exc:
                 _abandon(study, storage, liveness, proposer.started, _why(exc), "interrupted")
                 raise
@@ -219,6 +232,7 @@ def run_worker(
             ran += 1
             if on_trial_end is not None:
                 on_trial_end(study)
+            streak.check()
     finally:
         gc.unfreeze()  # a worker run in a longer-lived process leaves its heap as found
 
@@ -242,6 +256,62 @@ def _record(
             "grace period); its result is dropped",
             trial.number,
         )
+
+
+def _record_crash(study: optuna.Study, proposal: Proposal, crash: TrialError) -> None:
+    """Fail a trial that crashed: its partial row (the config), then the error's type,
+    message and traceback as its failure, then the state FAIL (never a result)."""
+    trial = proposal.trial
+    assert trial is not None
+    storage = study._storage
+    row = {**crash.row, "status": "error", "reason": str(crash), "feasible": False}
+    _LOG.error("trial %d crashed: %s\n%s", trial.number, crash, crash.traceback)
+    try:
+        write_record(storage, trial._trial_id, row, [0.0, 1.0])
+        write_failure(
+            storage,
+            trial._trial_id,
+            str(crash),
+            "error",
+            error_type=crash.error_type,
+            traceback=crash.traceback,
+        )
+        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass  # another worker failed it first (this one looked dead)
+
+
+class RepeatedError(UnetbenchError):
+    """Consecutive trials of one worker crashed with the same error: the worker stops
+    rather than fail trial after trial."""
+
+    exit_code = 1
+
+
+class _ErrorStreak:
+    """The crashes of a worker's consecutive trials; :meth:`check` raises
+    :class:`RepeatedError` once :data:`SAME_ERROR_LIMIT` in a row are the same."""
+
+    def __init__(self) -> None:
+        self.trials: list[int] = []
+        self.last: TrialError | None = None
+
+    def add(self, proposal: Proposal, crash: TrialError | None) -> None:
+        same = crash is not None and self.last is not None
+        if not same or crash.signature != self.last.signature:  # type: ignore[union-attr]
+            self.trials = []
+        self.last = crash
+        if crash is not None and proposal.trial is not None:
+            self.trials.append(proposal.trial.number)
+
+    def check(self) -> None:
+        if len(self.trials) >= SAME_ERROR_LIMIT and self.last is not None:
+            numbers = ", ".join(str(n) for n in self.trials)
+            raise RepeatedError(
+                f"this worker stopped: trials {numbers} in a row crashed with the same error "
+                f"({self.last}); its traceback is in trials.parquet (column traceback) and in "
+                "`unetbench report`"
+            )
 
 
 def _why(exc: BaseException) -> str:
@@ -316,6 +386,9 @@ def worker_process_main(args: WorkerArgs) -> None:
     except StorageUnreachable as exc:
         _LOG.debug("worker stops: %s", exc)  # the parent says it, once
         raise SystemExit(EXIT_STORAGE_LOST) from None
+    except RepeatedError as exc:
+        _LOG.error("%s", exc)
+        raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt as exc:
         ignore_interrupts()  # a second signal (the parent passes it on) must not cut the exit
         raise SystemExit(EXIT_INTERRUPTED + getattr(exc, "signum", signal.SIGINT)) from None
