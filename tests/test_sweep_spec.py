@@ -92,6 +92,16 @@ BAD = [
     ("profile.options", {"repeat": 3}, "unknown key profile.options.repeat"),
     ("data.kind", "tiff", "data.kind='tiff'"),
     ("data.colour", 3, "data.colour: unknown key"),
+    ("train.device", "gpu", "train.device: unknown device 'gpu'; use cpu, cuda or cuda:N"),
+    ("objectives.train_voxels_per_s", "maximize", "needs profile.options.timing = true"),
+    (
+        "profile.options",
+        {"measure_memory": False},
+        "objectives.peak_mem_train_bytes needs profile.options.measure_memory = true, but it "
+        "is false; optimise est_peak_mem_train_bytes",
+    ),
+    ("memory_headroom", "1GiB", "must be larger than the headroom kept free on cpu"),
+    ("memory_headroom", "2GiB", "must be larger than the headroom"),
 ]
 
 
@@ -171,7 +181,7 @@ def test_cuda_study_without_cuda_is_refused_before_any_trial(tmp_path: Path) -> 
     from unetbench import UsageError
     from unetbench.sweep import run_sweep
 
-    with pytest.raises(UsageError, match="CUDA is not available"):
+    with pytest.raises(UsageError, match="no CUDA GPU is available"):
         run_sweep(STUDIES / "gpu.toml", results_dir=tmp_path, show_progress=False)
     assert not (tmp_path / "gpu").exists()
 
