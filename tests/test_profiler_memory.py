@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from unetbench import UNetConfig
+from unetbench._errors import UsageError
 from unetbench.model import CheckpointPolicy, get_policy
 from unetbench.profiler import _step, estimate_train_memory, memory
 
@@ -162,3 +163,71 @@ def test_cuda_allocator_peak_matches_estimate() -> None:
         )
         estimate = estimate_train_memory(cfg, (16, 32, 32), 1, name)
         assert peak == pytest.approx(estimate, rel=0.1)  # allocator rounds to 512-byte blocks
+
+
+# The loss training uses with ``dice_loss = true``: cross-entropy plus soft Dice over softmax
+# classes, so only configs with two or more output channels.
+DICE_CASES = [case for case in CASES if case[0].get("out_channels", 2) >= 2]
+
+
+@pytest.mark.parametrize(("kwargs", "shape", "batch"), DICE_CASES)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_estimate_with_dice_loss_equals_the_tracked_step_exactly(
+    kwargs: dict[str, Any], shape: tuple[int, ...], batch: int, precision: str
+) -> None:
+    """A study training with ``dice_loss`` is budgeted for that step: the fake estimate with
+    ``dice_loss=True`` is the tracked peak of the real step (training's loss and
+    deterministic flags), for every policy: exactly in fp32."""
+    from unetbench.model.training import deterministic_training
+
+    cfg = UNetConfig(**kwargs)
+    torch.manual_seed(0)
+    model = _step.build_model(cfg)
+    model.train()
+    x, target = _step.make_batch(cfg, _step.resolve_shape(cfg, shape, batch))
+    for name in POLICIES:
+        policy = get_policy(name)
+
+        def step(p: CheckpointPolicy = policy) -> None:
+            with deterministic_training():
+                _step.train_step(model, p, x, target, precision=precision, dice_loss=True)
+
+        tracked = memory.tracked_peak_bytes(step, model)
+        estimate = estimate_train_memory(cfg, shape, batch, name, precision, dice_loss=True)
+        if precision == "fp32":
+            assert estimate == tracked, name
+        else:
+            # Mixed precision: real and fake steps free a few small casts at slightly
+            # different times, with or without Dice (tens of bytes; as test_precision.py).
+            assert estimate == pytest.approx(tracked, rel=0.01), name
+
+
+def test_dice_loss_changes_the_estimated_step() -> None:
+    """The soft Dice loss's softmax, one-hot and products are part of the step (an estimate
+    that ignored ``dice_loss`` would not see them): with few filters the peak is at the loss,
+    and Dice raises it by a full-resolution map of every class."""
+    cfg, shape = UNetConfig(n_blocks=2, start_filts=4), (8, 16, 16)
+    plain = estimate_train_memory(cfg, shape, 2, "none")
+    dice = estimate_train_memory(cfg, shape, 2, "none", dice_loss=True)
+    assert dice > plain
+
+
+def test_dice_loss_needs_two_output_channels() -> None:
+    cfg = UNetConfig(n_blocks=2, start_filts=4, out_channels=1)
+    with pytest.raises(UsageError, match=r"^dice_loss needs out_channels >= 2"):
+        estimate_train_memory(cfg, (8, 8, 8), dice_loss=True)
+
+
+def test_profile_with_dice_loss_measures_and_estimates_that_step() -> None:
+    from unetbench.profiler import profile
+
+    cfg = UNetConfig(n_blocks=2, start_filts=4)
+    frame = profile(
+        cfg, (8, 16, 16), 2, ("none", "lean", "auto"), timing=False, count_flops=False,
+        dice_loss=True,
+    )  # fmt: skip
+    assert frame["dice_loss"].tolist() == [True, True, True]
+    assert frame["est_peak_mem_train_bytes"].tolist() == frame["peak_mem_train_bytes"].tolist()
+    assert frame["est_peak_mem_train_bytes"].iloc[0] == estimate_train_memory(
+        cfg, (8, 16, 16), 2, "none", dice_loss=True
+    )

@@ -9,6 +9,7 @@ into each other.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import math
@@ -19,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from unetbench._errors import ConfigError, UsageError
 from unetbench.config import UNetConfig
@@ -28,6 +28,7 @@ from unetbench.data.patches import PatchSampler, predict_volume
 from unetbench.data.volumes import SegmentationData
 from unetbench.devices import resolve_device
 from unetbench.model import UNet, get_policy
+from unetbench.model.training import deterministic_training, segmentation_loss, soft_dice_loss
 from unetbench.precision import autocast, check_precision, grad_scaler
 
 __all__ = ["TrainResult", "soft_dice_loss", "train_and_evaluate"]
@@ -60,16 +61,6 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - soft Dice of the foreground classes (softmax probabilities), pooled over the batch."""
-    probs = torch.softmax(logits, dim=1)[:, 1:]
-    onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1)[:, 1:].to(probs.dtype)
-    dims = (0, *range(2, probs.ndim))
-    inter = (probs * onehot).sum(dims)
-    denom = probs.sum(dims) + onehot.sum(dims)
-    return 1.0 - ((2 * inter + eps) / (denom + eps)).mean()
 
 
 def _to_device(array: np.ndarray, dev: torch.device) -> torch.Tensor:
@@ -128,7 +119,9 @@ def train_and_evaluate(
 ) -> TrainResult:
     """Train ``config`` on ``data`` with Adam for ``steps`` steps or ``seconds``, then validate.
 
-    Loss: cross-entropy, plus :func:`soft_dice_loss` if ``dice_loss``. Training stops at
+    Loss: cross-entropy, plus :func:`soft_dice_loss` if ``dice_loss``
+    (:func:`~unetbench.model.training.segmentation_loss`, the loss the profiler's estimate and
+    measurement use too), under deterministic algorithms. Training stops at
     ``steps`` or after ``seconds`` of training, whichever comes first (a time limit makes the
     step count, and so the Dice, depend on machine speed). A non-finite loss stops training
     with status ``'diverged'``. ``checkpointing`` names the checkpointing policy of the training
@@ -148,11 +141,11 @@ def train_and_evaluate(
     forward = get_policy(checkpointing).forward
     check_precision(precision)
     _check(config, data, patch)
-    det_before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(seed)
     model: torch.nn.Module | None = None
     optimizer: torch.optim.Optimizer | None = None
+    flags = contextlib.ExitStack()
+    flags.enter_context(deterministic_training())
     try:
         model = UNet.from_config(config).to(dev)
         out = tuple(int(s) for s in config.output_shape(patch))
@@ -173,9 +166,7 @@ def train_and_evaluate(
             target = _to_device(y, dev)
             with autocast(precision, dev.type):
                 logits = forward(model, _to_device(x, dev))
-                loss = F.cross_entropy(logits, target)
-                if dice_loss:
-                    loss = loss + soft_dice_loss(logits, target)
+                loss = segmentation_loss(logits, target, dice_loss)
             # A non-finite loss is found up to _READ_EVERY - 1 steps late; the steps after it
             # are wasted but not counted, as the run is reported diverged at that step.
             optimizer.zero_grad(set_to_none=True)
@@ -211,8 +202,9 @@ def train_and_evaluate(
         del model, optimizer
         gc.collect()
         if dev.type == "cuda":
-            torch.cuda.empty_cache()
-        torch.use_deterministic_algorithms(det_before)
+            with torch.cuda.device(dev):
+                torch.cuda.empty_cache()
+        flags.close()
 
 
 def evaluate(

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from unetbench.model.policies import CheckpointPolicy
+from unetbench.model.training import deterministic_training
 from unetbench.precision import autocast, grad_scaler
 from unetbench.profiler import _step, devices
 from unetbench.profiler.timing import time_rounds
@@ -122,8 +123,12 @@ def measure_training(
     max_seconds: float | None,
     tick: Callable[[int], None],
     precision: str = "fp32",
+    dice_loss: bool = False,
 ) -> None:
     """Training steps under ``policy`` and ``precision``: peak memory, optimizer state, timing.
+
+    The step is training's (:func:`unetbench.train.train_and_evaluate`): its loss, with the
+    soft Dice loss if ``dice_loss``, under deterministic algorithms.
 
     On CUDA the peak is taken on a step after a warm-up step (cuDNN's algorithm search
     done), as allocated and as reserved by the caching allocator; on the CPU the tracked peak
@@ -135,7 +140,10 @@ def measure_training(
     done = 0
 
     def step(opt: torch.optim.Optimizer | None = None) -> None:
-        _step.train_step(model, policy, x, target, opt, precision, scaler if opt else None)
+        with deterministic_training():
+            _step.train_step(
+                model, policy, x, target, opt, precision, scaler if opt else None, dice_loss
+            )
 
     if measure_memory:
         with row.guard("train memory", dev):

@@ -2,7 +2,8 @@
 
 One definition for the real measurement, the fake estimate and the timing, so that the three
 agree by construction: zero gradients (set to None), forward under a checkpointing policy,
-cross-entropy loss, backward; every parameter must then hold a gradient.
+the training loss (:func:`unetbench.model.training.segmentation_loss`: cross-entropy, with or
+without the soft Dice loss), backward; every parameter must then hold a gradient.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from unetbench._errors import UsageError
@@ -88,13 +88,6 @@ def make_batch(
     return x, target
 
 
-def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Segmentation loss of the step: cross-entropy, or BCE for a single output channel."""
-    if target.dtype == torch.int64:
-        return F.cross_entropy(out, target)
-    return F.binary_cross_entropy_with_logits(out, target)
-
-
 def train_step(
     model: nn.Module,
     policy: CheckpointPolicy,
@@ -103,20 +96,23 @@ def train_step(
     optimizer: torch.optim.Optimizer | None = None,
     precision: str = "fp32",
     scaler: Any = None,
+    dice_loss: bool = False,
 ) -> None:
     """One training step: forward (under ``policy``) and loss under ``precision``'s autocast,
-    backward, optional optimizer step (through ``scaler`` for fp16, if given).
+    backward, optional optimizer step (through ``scaler`` for fp16, if given). The loss is
+    training's: cross-entropy, plus the soft Dice loss if ``dice_loss``.
 
     Raises:
         MissingGradientError: Some parameter got no gradient, so the step did not train the
             whole network and its memory would be understated.
     """
+    from unetbench.model.training import segmentation_loss
     from unetbench.precision import autocast
 
     for p in model.parameters():
         p.grad = None
     with autocast(precision, x.device.type):
-        loss = loss_fn(policy.forward(model, x), target)
+        loss = segmentation_loss(policy.forward(model, x), target, dice_loss)
     (loss if scaler is None else scaler.scale(loss)).backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     if missing:

@@ -39,6 +39,7 @@ RECORD_COLUMNS = (
     "checkpointing",
     "checkpointing_chosen",
     "precision",
+    "dice_loss",
     "device",
     "dtype",
     "status",
@@ -105,6 +106,7 @@ def profile(
     precision: str | Iterable[str] = "fp32",
     memory_budget: int | str | None = None,
     memory_headroom: int | str | None = None,
+    dice_loss: bool = False,
 ) -> pd.DataFrame:
     """Profile a U-Net: one row per (checkpointing policy, precision); the columns are
     described in docs/profiler.md.
@@ -131,6 +133,8 @@ def profile(
             float32 parameters (fp16 with a gradient scaler).
         memory_budget: Bytes or "11GiB": what ``auto`` must fit (less the headroom).
         memory_headroom: Bytes kept free of the budget; default 512 MiB on CUDA, 0 on CPU.
+        dice_loss: The training step's loss adds the soft Dice loss, as training with
+            ``dice_loss`` does (estimate, ``auto`` and measurement alike).
 
     Raises:
         ConfigError: Illegal config or input shape.
@@ -155,6 +159,7 @@ def profile(
         batch_size=full[0],
         input_shape=fmt_shape(full[2:]),
         output_shape=fmt_shape(out_shape),
+        dice_loss=bool(dice_loss),
         device=str(dev),
         dtype="float32",
         status="ok",
@@ -193,13 +198,13 @@ def profile(
                     row[key] = infer[key]
             if infer["reason"]:
                 row.fail(infer["status"], infer["reason"], "shared")
-            policy = _policy(row, name, cfg, full, prec, budget, dev)
+            policy = _policy(row, name, cfg, full, prec, budget, dev, dice_loss)
             if policy is not None:
-                _train_row(row, policy, cfg, full, prec, count_flops, dev)
+                _train_row(row, policy, cfg, full, prec, count_flops, dev, dice_loss)
                 if measured:
                     _measure.measure_training(
                         row, model, policy, x, target, dev, out_voxels, measure_memory,
-                        timing, warmup, rounds, max_seconds, tick, prec,
+                        timing, warmup, rounds, max_seconds, tick, prec, dice_loss,
                     )  # fmt: skip
             timed = [row[k] for k in ("infer_load", "train_load") if row.get(k) is not None]
             row.update(load.load_columns(timed, torch.get_num_threads()))
@@ -245,13 +250,14 @@ def _policy(
     precision: str,
     budget: int | None,
     dev: torch.device,
+    dice_loss: bool = False,
 ) -> CheckpointPolicy | None:
     """The policy a row trains with; for ``auto`` chosen from the estimates."""
     if name != AUTO:
         row["checkpointing_chosen"] = name
         return get_policy(name)
     with row.guard("auto", dev):
-        choice = choose_policy(cfg, full, precision, budget, device=str(dev))
+        choice = choose_policy(cfg, full, precision, budget, device=str(dev), dice_loss=dice_loss)
         row["checkpointing_chosen"] = choice.name
         if not choice.fits:
             row["reason"] = "; ".join(
@@ -269,11 +275,12 @@ def _train_row(
     precision: str,
     count_flops: bool,
     dev: torch.device,
+    dice_loss: bool = False,
 ) -> None:
     """The estimate and FLOP counts of one row (nothing is allocated)."""
     with row.guard("estimate", dev):
         row["est_peak_mem_train_bytes"] = memory.estimate_train_memory(
-            cfg, full, 1, policy.name, precision, str(dev)
+            cfg, full, 1, policy.name, precision, str(dev), dice_loss=dice_loss
         )
     if count_flops:
         with row.guard("flops", dev):

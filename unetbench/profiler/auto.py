@@ -39,15 +39,23 @@ def choose_policy(
     optimizer: str = "adam",
     candidates: tuple[str, ...] | None = None,
     device: str = "cpu",
+    *,
+    dice_loss: bool = False,
 ) -> AutoChoice:
     """Choose the checkpointing policy for ``config`` at ``full_shape`` (N, C, *spatial).
 
     ``budget_bytes`` is what the step may use, headroom already subtracted; ``device`` is
-    where the step will run (CUDA's autocast rules differ from the CPU's).
+    where the step will run (CUDA's autocast rules differ from the CPU's); ``dice_loss`` as
+    the step trains (the soft Dice loss adds to the step's peak).
     """
     cfg = _step.config_of(config)
     names = candidates or policy_names()
-    step = {n: estimate_step_bytes(cfg, full_shape, n, precision, device, optimizer) for n in names}
+    step = {
+        n: estimate_step_bytes(
+            cfg, full_shape, n, precision, device, optimizer, dice_loss=dice_loss
+        )
+        for n in names
+    }
     peak = {n: step[n].peak for n in names}
     total = {n: step[n].total for n in names}
     fitting = [n for n in names if budget_bytes is None or total[n] <= budget_bytes]

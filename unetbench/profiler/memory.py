@@ -34,6 +34,7 @@ from unetbench._errors import UsageError
 from unetbench.budget import default_headroom_bytes
 from unetbench.device_names import device_type
 from unetbench.model.policies import CheckpointPolicy, get_policy
+from unetbench.model.training import deterministic_training
 from unetbench.precision import check_precision, cuda_rules_on_cpu
 from unetbench.profiler import _step
 from unetbench.profiler._live import LivePeak
@@ -101,10 +102,14 @@ def estimate_step_bytes(
     precision: str = "fp32",
     device: str = "cpu",
     optimizer: str = "adam",
+    *,
+    dice_loss: bool = False,
 ) -> StepBytes:
     """The fake-tensor peak of a training step at ``full_shape`` (N, C, *spatial) with the
-    optimizer state and batch it needs beside it."""
-    peak = estimate_train_memory(config, full_shape, 1, checkpointing, precision, device)
+    optimizer state and batch it needs beside it; ``dice_loss`` as in training."""
+    peak = estimate_train_memory(
+        config, full_shape, 1, checkpointing, precision, device, dice_loss=dice_loss
+    )
     return StepBytes(peak, *step_extra_bytes(config, full_shape, optimizer))
 
 
@@ -183,6 +188,8 @@ def estimate_train_memory(
     checkpointing: str = "none",
     precision: str = "fp32",
     device: str = "cpu",
+    *,
+    dice_loss: bool = False,
 ) -> int:
     """Peak bytes of one training step of ``config``, estimated on fake tensors.
 
@@ -199,6 +206,7 @@ def estimate_train_memory(
         device: the device the step is sized for: "cuda..." applies CUDA's autocast rules
             (which differ from the CPU's for pooling and group/layer norm), anything else the
             CPU's; it does not change fp32.
+        dice_loss: The loss adds the soft Dice loss, as training with ``dice_loss`` does.
 
     Raises:
         ConfigError: Illegal shape for the config.
@@ -207,7 +215,7 @@ def estimate_train_memory(
     cfg = _step.config_of(config)
     full = _step.resolve_shape(cfg, input_shape, batch_size)
     return max(_step_trace(cfg, full, get_policy(checkpointing), check_precision(precision),
-                           device_type(device) == "cuda"))  # fmt: skip
+                           device_type(device) == "cuda", bool(dice_loss)))  # fmt: skip
 
 
 def batch_peak_bytes(
@@ -216,6 +224,8 @@ def batch_peak_bytes(
     checkpointing: str = "none",
     precision: str = "fp32",
     device: str = "cpu",
+    *,
+    dice_loss: bool = False,
 ) -> Callable[[int], int] | None:
     """:func:`estimate_train_memory` at every batch size of one spatial shape, from two steps.
 
@@ -231,7 +241,9 @@ def batch_peak_bytes(
     policy, cuda = get_policy(checkpointing), device_type(device) == "cuda"
     check_precision(precision)
     one, two = (
-        _step_trace(cfg, _step.resolve_shape(cfg, input_shape, n), policy, precision, cuda)
+        _step_trace(
+            cfg, _step.resolve_shape(cfg, input_shape, n), policy, precision, cuda, dice_loss
+        )
         for n in (1, 2)
     )
     if len(one) != len(two):
@@ -246,18 +258,26 @@ def batch_peak_bytes(
 
 @functools.lru_cache(maxsize=64)
 def _step_trace(
-    cfg: Any, full: tuple[int, ...], policy: CheckpointPolicy, precision: str, cuda_rules: bool
+    cfg: Any,
+    full: tuple[int, ...],
+    policy: CheckpointPolicy,
+    precision: str,
+    cuda_rules: bool,
+    dice_loss: bool,
 ) -> tuple[int, ...]:
-    """Live bytes after each allocation of one training step on fake tensors; its maximum
-    is the step's peak. Kept because planning asks for the same step more than once."""
+    """Live bytes after each allocation of one training step on fake tensors, under
+    training's deterministic flags; its maximum is the step's peak. Kept because planning
+    asks for the same step more than once."""
     with _FAKE_LOCK:
         mode, model = _fake_model(cfg)
-        with mode:
+        with mode, deterministic_training():
             model.train()
             x, target = _step.make_batch(cfg, full)
             with cuda_rules_on_cpu() if cuda_rules else nullcontext():
                 tracker = _tracked(
-                    lambda: _step.train_step(model, policy, x, target, precision=precision),
+                    lambda: _step.train_step(
+                        model, policy, x, target, precision=precision, dice_loss=dice_loss
+                    ),
                     model,
                     trace=True,
                 )
