@@ -26,6 +26,7 @@ RUN_COLUMNS = (
     "train_seed",
     "steps_done",
     "train_steps",
+    "status",
     "capped",
     "val_dice",
     "val_iou",

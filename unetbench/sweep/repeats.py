@@ -1,15 +1,18 @@
 """A trial's training runs: one per seed, each for exactly ``spec.steps`` steps.
 
 A trial's ``val_dice``, ``val_iou``, ``train_loss`` and ``train_s`` are the means over its
-runs; ``steps_done`` is the fewest steps any run made. ``[train] seconds`` is a guard, not a
-budget: a run it stops before ``steps`` is ``capped`` (its Dice measures the machine's load,
-not the config) and so is the trial, which is then infeasible. The first run that is not ok
-ends the trial. The runs are kept in the row (``runs``) for ``runs.parquet``.
+runs as :func:`unetbench.seeds.seed_means` defines them; ``steps_done`` is the fewest steps
+any run made. ``[train] seconds`` is a guard, not a budget: a run it stops before ``steps`` is
+``capped`` (its Dice measures the machine's load, not the config) and so is the trial, which
+is then infeasible. The first run that is not ok ends the trial. The runs are kept in the row
+(``runs``) for ``runs.parquet``, each with its ``status``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from unetbench.seeds import RUN_METRICS, seed_means
 
 if TYPE_CHECKING:
     from unetbench.config import UNetConfig
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["MEAN_COLUMNS", "RUN_KEYS", "train_repeats"]
 
 #: Columns of a run that a trial reports as the mean over its runs.
-MEAN_COLUMNS = ("val_dice", "val_iou", "train_loss", "train_s")
+MEAN_COLUMNS = RUN_METRICS
 #: Row keys :func:`train_repeats` writes.
 RUN_KEYS = frozenset(
     {*MEAN_COLUMNS, "runs", "train_seed", "n_seeds", "steps_done", "train_steps", "status"}
@@ -60,7 +63,7 @@ def train_repeats(
         if status != "ok":
             break
     row["steps_done"] = min(r["steps_done"] for r in runs)
+    means = seed_means([{**r, "config_key": 0} for r in runs], MEAN_COLUMNS)
     for col in MEAN_COLUMNS:
-        values = [r[col] for r in runs if isinstance(r[col], (int, float))]
-        row[col] = sum(values) / len(values) if len(values) == len(runs) else float("nan")
+        row[col] = float(means[col].iloc[0]) if len(means) else float("nan")
     return status, reason

@@ -38,6 +38,7 @@ import optuna
 from optuna.trial import TrialState
 
 from unetbench._errors import UnetbenchError
+from unetbench.cpus import usable_cpus
 from unetbench.sweep.claims import ConfigClaims
 from unetbench.sweep.evaluator import Evaluator
 from unetbench.sweep.liveness import Liveness
@@ -109,7 +110,7 @@ def ignore_interrupts() -> None:
 
 
 def cpu_threads(spec: StudySpec, workers: int) -> int | None:
-    """Torch CPU threads for one worker: the spec's ``threads``, else cores // workers.
+    """Torch CPU threads for one worker: the spec's ``threads``, else usable CPUs // workers.
 
     With one worker and no ``threads`` key, torch's default is kept (None). Several workers
     that each use every core oversubscribe the CPU, and OpenMP's spinning threads then make
@@ -119,7 +120,7 @@ def cpu_threads(spec: StudySpec, workers: int) -> int | None:
         return spec.threads
     if workers == 1:
         return None
-    return max(1, (os.cpu_count() or 1) // workers)
+    return max(1, usable_cpus() // workers)
 
 
 @contextlib.contextmanager
