@@ -14,7 +14,8 @@
 #    scripts/gpu-wheels.sh) into $UNETBENCH_GPU_DEPS (default .gpu-deps/pyX.Y), which goes on
 #    PYTHONPATH. fvcore, tqdm, optuna and pyarrow are not needed: the check counts no FLOPs.
 # Then runs scripts/gpu_check.py with the arguments given: a table on stdout, gpu-check.csv and
-# gpu-check.txt under --out (default results/gpu-check of this checkout).
+# gpu-check.txt under --out (default results/gpu-check of this checkout; for --quick or a CPU
+# run results/gpu-check-quick, which git ignores, so the committed H100 results stay as they are).
 #
 # Exit status: that of gpu_check.py (0 pass, 1 an estimate off or a row failed, 2 bad
 # arguments), or 3 when the environment is unusable (no torch, missing dependency, no wheel).

@@ -38,8 +38,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 PRECISIONS = ("fp32", "bf16")
 DEFAULT_TOLERANCE = 0.05
-#: Results folder: results/gpu-check of this checkout, wherever the script is run from.
+#: Results folder of a full run on a CUDA device: results/gpu-check of this checkout, wherever
+#: the script is run from (one H100 run is committed there).
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "gpu-check"
+#: Results folder of a --quick or CPU run, which must not overwrite the committed GPU results
+#: (not tracked by git).
+QUICK_OUT = DEFAULT_OUT.with_name("gpu-check-quick")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,8 +123,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--out",
-        default=str(DEFAULT_OUT),
-        help="folder for gpu-check.csv and gpu-check.txt (default results/gpu-check)",
+        default=None,
+        help="folder for gpu-check.csv and gpu-check.txt (default results/gpu-check on a "
+        "CUDA device, results/gpu-check-quick for --quick or a CPU run)",
     )
     parser.add_argument(
         "--configs",
@@ -248,7 +253,8 @@ def run(args: argparse.Namespace) -> int:
         dev = resolve_device(args.device)
     except UnetbenchError as exc:
         _usage_error(f"argument --device: {exc}")
-    out_dir = Path(args.out)
+    full_gpu_run = dev.type == "cuda" and not args.quick
+    out_dir = Path(args.out) if args.out else DEFAULT_OUT if full_gpu_run else QUICK_OUT
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -54,5 +54,9 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
+        if _LAZY[name] == "unetbench.sweep":  # an untested Optuna: one line, not a deep error
+            from unetbench._versions import require_tested
+
+            require_tested("optuna")
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'unetbench' has no attribute {name!r}")

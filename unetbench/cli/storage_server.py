@@ -25,7 +25,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--storage",
         required=True,
-        help="the database, e.g. postgresql+psycopg2://USER:PW@db-host/unetbench",
+        help="the database, e.g. postgresql+psycopg2://USER@db-host/unetbench (password from "
+        "~/.pgpass), or env:NAME / file:PATH to read it from an environment variable or a file",
     )
     p.add_argument("--host", default="localhost", help="address to listen on (default localhost)")
     p.add_argument("--port", type=int, default=13000, help="port to listen on (default 13000)")
@@ -39,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
     import optuna
 
     from unetbench._errors import UsageError
+    from unetbench._versions import require_tested
+
+    require_tested("optuna")  # the proxy's cache is built on Optuna's internals
     from unetbench.sweep.storage import open_storage, proxy_backend, redact
 
     if not 0 < args.port < 65536:

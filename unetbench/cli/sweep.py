@@ -170,4 +170,12 @@ def check_places(results_dir: Path, study: str, storage: Path | None) -> None:
 
 
 def _writable(folder: Path) -> bool:
-    return os.access(folder, os.W_OK | os.X_OK)
+    """Whether a file can be made in ``folder``: tried (an unnamed temporary file, gone at
+    once), since permission bits do not tell for root, read-only mounts or /sys."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
