@@ -312,3 +312,170 @@ def test_benchmark_runs_with_a_device_are_keyed_on_it() -> None:
     result = compare_records(run.assign(device="cpu"), run.assign(device="cuda"))
     assert result.key == ("benchmark", "device") and result.n_matched == 0
     assert result.notes[0].startswith("baseline row test_train_step[n3-f16] on cpu")
+
+
+# --- settings are not measurements -------------------------------------------------------------
+
+
+def test_settings_that_differ_are_reported_never_regressions() -> None:
+    base = profile_records().assign(
+        memory_budget_bytes=2**30, memory_headroom_bytes=0, torch_threads=1
+    )
+    cur = base.drop(columns=["memory_budget_bytes"]).assign(
+        memory_headroom_bytes=2**29, torch_threads=4
+    )
+    assert not {"memory_budget_bytes", "memory_headroom_bytes"} & set(metric_columns(base))
+    result = compare_records(base, cur)
+    assert result.passed and result.n_matched == len(base)
+    settings = result.table[result.table["status"] == "setting"]
+    assert sorted(set(settings["metric"])) == [
+        "memory_budget_bytes",
+        "memory_headroom_bytes",
+        "torch_threads",
+    ]
+    assert len(settings) == 3 * len(base) and not settings["regression"].any()
+    assert result.changes().empty  # summarised in the notes instead
+    assert result.notes[0] == (
+        "setting memory_budget_bytes differs in 8 of 8 matched row(s), e.g. n_blocks=2, "
+        "start_filts=8, checkpointing=none: baseline 1073741824, current absent (a setting, "
+        "not a measurement: not judged)"
+    )
+    assert "setting torch_threads differs in 8 of 8" in result.format()
+    assert result.format().endswith(
+        "PASS: 8 rows matched on 18 key columns (in_channels … device); "
+        "0 regression(s), 0 other change(s)"
+    )
+
+
+# --- times taken under load are not judged -----------------------------------------------------
+
+
+def test_times_under_load_on_either_side_are_not_judged() -> None:
+    base = profile_records().assign(timing_note="")
+    cur = base.copy()
+    cur["train_step_s"] *= 1.5
+    cur["train_voxels_per_s"] /= 1.5
+    cur.loc[[0, 1], "timing_note"] = "waited for a CPU 62% of the time"
+    result = compare_records(base, cur)
+    assert set(result.regressions["metric"]) == {"train_step_s", "train_voxels_per_s"}
+    assert len(result.regressions) == 2 * (len(base) - 2)  # the quiet rows still fail
+    loaded = result.under_load
+    assert sorted(loaded["metric"]) == ["train_step_s", "train_step_s", "train_voxels_per_s",
+                                        "train_voxels_per_s"]  # fmt: skip
+    assert set(loaded["row"]) == {
+        "n_blocks=2, start_filts=8, checkpointing=none",
+        "n_blocks=2, start_filts=8, checkpointing=blocks",
+    }
+    assert not loaded["regression"].any()
+    assert (
+        "2 of 8 matched row(s) timed under load (baseline 0, current 2): their times are not "
+        "judged, e.g. n_blocks=2, start_filts=8, checkpointing=none: waited for a CPU 62% of "
+        "the time"
+    ) in result.notes
+    both_loaded = compare_records(base.assign(timing_note="load 3.4 on 2 CPUs"), cur)
+    assert both_loaded.passed and len(both_loaded.under_load) == 2 * len(base)
+    assert "8 row(s) timed under load, times not judged" in both_loaded.format()
+
+
+def test_counts_and_memory_are_judged_under_load() -> None:
+    base = profile_records().assign(timing_note="load 3.4 on 2 CPUs")
+    cur = base.copy()
+    cur.loc[0, "train_flops"] += 1
+    cur.loc[1, "peak_mem_train_bytes"] *= 1.5
+    result = compare_records(base, cur)
+    assert sorted(result.regressions["metric"]) == ["peak_mem_train_bytes", "train_flops"]
+
+
+def test_an_empty_note_read_back_from_csv_is_not_load(tmp_path: Path) -> None:
+    base = profile_records().assign(timing_note="")
+    base.to_csv(tmp_path / "a.csv", index=False)  # empty cells come back as NaN
+    cur = base.assign(train_step_s=base["train_step_s"] * 1.5)
+    result = compare_records(load_records(tmp_path / "a.csv"), cur)
+    assert len(result.regressions) == len(base) and result.under_load.empty
+
+
+# --- a sweep's trials.parquet and runs.parquet -------------------------------------------------
+
+SAMPLE = Path(__file__).resolve().parent.parent / "results" / "sample-quick"
+
+
+def test_a_sweep_s_trials_compare_without_a_key(capsys: pytest.CaptureFixture[str]) -> None:
+    trials = SAMPLE / "trials.parquet"
+    assert main(["compare", str(trials), str(trials)]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == (
+        "PASS: 30 rows matched on 4 key columns (config_key … precision); 0 regression(s), "
+        "0 other change(s)"
+    )
+    frame = load_records(trials)
+    result = compare_records(frame, frame)
+    assert result.key == ("config_key", "role", "device", "precision")
+    # several rows per config: its search trial and its confirmation
+    assert frame.groupby("config_key").size().max() == 2
+
+
+def test_a_sweep_s_runs_compare_without_a_key(capsys: pytest.CaptureFixture[str]) -> None:
+    runs = SAMPLE / "runs.parquet"
+    assert main(["compare", str(runs), str(runs)]) == 0
+    assert "PASS: 42 rows matched on config_key, train_seed" in capsys.readouterr().out
+    frame = load_records(runs)
+    slower = frame.assign(train_s=frame["train_s"] * 1.5)
+    result = compare_records(frame, slower)
+    assert set(result.regressions["metric"]) == {"train_s"} and len(result.regressions) == 42
+
+
+def test_trials_that_hold_no_result_of_their_own_are_left_out() -> None:
+    base = load_records(SAMPLE / "trials.parquet")
+    first = base.iloc[[0]]
+    reused = first.assign(trial_number=30, reused_from=0.0, trial_s=0.0)
+    failed_then_retried = base.iloc[[1]].assign(trial_number=31, trial_state="FAIL")
+    no_config = first.assign(trial_number=32, config_key=None, trial_state="FAIL")
+    cur = pd.concat([base, reused, failed_then_retried, no_config], ignore_index=True)
+    cur = cur[cur["trial_number"] != 29]  # a confirmation this sweep did not run
+    result = compare_records(base, cur)
+    assert result.passed and result.n_matched == 29
+    assert result.notes[:3] == (
+        "current: 1 trial(s) without a config not compared",
+        "current: 1 trial(s) that reused another trial's result not compared (the trial they "
+        "copied is)",
+        "current: 1 trial(s) of a config and role another trial settled not compared (the "
+        "COMPLETE or latest one is)",
+    )
+    only = result.table[result.table["status"] == "only in baseline"]
+    assert len(only) == 1 and only.iloc[0]["row"].endswith("role=confirm")
+    assert (
+        "1 config(s) only in baseline, 0 only in current: configs the other sweep did not "
+        "train or confirm (sampling), not regressions"
+    ) in result.notes
+    worse = cur.copy()
+    worse.loc[worse["trial_number"] == 1, "status"] = "oom"  # the kept (COMPLETE) trial
+    assert compare_records(base, worse).regressions["metric"].tolist() == ["status"]
+
+
+def test_a_sweep_s_per_mode_counts_and_estimates_are_exact() -> None:
+    base = load_records(SAMPLE / "trials.parquet")
+    cur = base.copy()
+    cur.loc[0, "train_flops__blocks"] += 1
+    cur.loc[1, "est_total_train_bytes"] += 512
+    result = compare_records(base, cur)
+    reg = result.regressions
+    assert sorted(zip(reg["metric"], reg["status"], reg["tolerance"], strict=True)) == [
+        ("est_total_train_bytes", "changed", 0.0),
+        ("train_flops__blocks", "changed", 0.0),
+    ]
+
+
+def test_trials_and_runs_do_not_compare(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["compare", str(SAMPLE / "trials.parquet"), str(SAMPLE / "runs.parquet")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot compare a sweep's trials table with its runs" in err
+
+
+def test_the_sweep_s_column_names_are_the_writer_s() -> None:
+    from unetbench.gate import _sweep
+    from unetbench.sweep import export, record
+
+    assert _sweep.CONFIG_KEY == record.CONFIG_KEY and _sweep.ROLE == record.ROLE
+    assert {_sweep.TRIAL_NUMBER, _sweep.CONFIG_KEY, _sweep.TRAIN_SEED} <= set(export.RUN_COLUMNS)
+    assert {_sweep.TRIAL_NUMBER, _sweep.TRIAL_STATE, _sweep.REUSED_FROM} <= set(record.LEADING)

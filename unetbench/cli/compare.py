@@ -26,10 +26,12 @@ def add_parser(subparsers: Any) -> None:
         help="gate profile records against a baseline (exit 1 on regression)",
         description=(
             "Compare CURRENT records with BASELINE (CSV, Parquet, JSON records, pytest-benchmark "
-            "JSON with metrics in extra_info, or a unetbench baseline file). params, fwd_macs, "
-            "fwd_flops, train_flops and est_peak_mem_train_bytes must be equal; times, "
-            "throughputs and measured memory may be worse by at most the tolerance. "
-            "Exit code: 0 pass, 1 regression, 2 bad input."
+            "JSON with metrics in extra_info, a unetbench baseline file, or a sweep's "
+            "trials.parquet or runs.parquet). params, fwd_macs, fwd_flops, train_flops and "
+            "estimates (est_*) must be equal; times, throughputs and measured memory may be "
+            "worse by at most the tolerance. Times of a row timed under load (timing_note) are "
+            "not judged; settings (memory budget, threads, backend flags) are reported when "
+            "they differ, never as regressions. Exit code: 0 pass, 1 regression, 2 bad input."
         ),
     )
     p.add_argument("baseline", type=Path, help="baseline records file")
@@ -53,7 +55,8 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         metavar="COLUMN",
         help="column identifying a row (repeatable; default: config fields, "
-        "input_shape, batch_size, checkpointing, or the benchmark name; plus device type and "
+        "input_shape, batch_size, checkpointing, or the benchmark name, or config_key and role "
+        "for a sweep's trials, config_key and train_seed for its runs; plus device type and "
         "precision when the tables have them)",
     )
     p.add_argument(

@@ -1,12 +1,16 @@
 """Compare CURRENT profile records against a BASELINE: exact counts, timings within tolerance.
 
 Rows are matched on a key (config fields + input shape + batch size + checkpointing for profile
-records, the benchmark name for pytest-benchmark runs), plus the device type and the precision:
-a CPU row is never compared with a CUDA row, nor an fp32 row with a bf16 one. Deterministic
-metrics (parameter count, MACs/FLOPs, fake-tensor memory estimate) must be equal; any change
-fails, because it means the architecture changed and the baseline has to be updated on purpose.
-Measured metrics (times, throughputs, measured memory, ratios) fail only when worse by more than
-their tolerance.
+records, the benchmark name for pytest-benchmark runs, ``config_key`` + ``role`` for a sweep's
+``trials.parquet`` and ``config_key`` + ``train_seed`` for its ``runs.parquet``), plus the
+device type and the precision: a CPU row is never compared with a CUDA row, nor an fp32 row
+with a bf16 one. Deterministic metrics (parameter count, MACs/FLOPs, fake-tensor memory
+estimates) must be equal; any change fails, because it means the architecture changed and the
+baseline has to be updated on purpose. Measured metrics (times, throughputs, measured memory,
+ratios) fail only when worse by more than their tolerance, and times only when neither row was
+timed under load (:func:`unetbench.profiler.load.under_load`). Settings (:data:`SETTINGS`: the
+memory budget, thread counts, backend flags...) describe how a row was measured: they are never
+a regression, and are reported when they differ.
 """
 
 from __future__ import annotations
@@ -16,16 +20,25 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from unetbench._errors import UsageError
-from unetbench.config import UNetConfig
+from unetbench.gate import _sweep
+from unetbench.gate._match import (
+    default_key,
+    keyed,
+    matching_form,
+    norm,
+    short_labels,
+    unmatched_notes,
+)
+from unetbench.profiler.load import under_load
 from unetbench.report.render import render_table
 
 __all__ = [
     "DEFAULT_TOLERANCE",
     "EXACT_METRICS",
+    "SETTINGS",
     "ComparisonResult",
     "compare_records",
     "default_key",
@@ -38,134 +51,79 @@ DEFAULT_TOLERANCE = 0.10
 #: Metrics that do not depend on the machine: compared exactly unless given a tolerance.
 EXACT_METRICS = ("params", "fwd_macs", "fwd_flops", "train_flops", "est_peak_mem_train_bytes")
 _MEASURED_SUFFIXES = ("_s", "_bytes", "_ratio")
-_NOT_METRICS = ("train_step_iqr_s", "infer_iqr_s", "timestamp", "trial_number", "batch_size")
+#: Columns that say how a row was measured, not what was measured: inputs (memory budget and
+#: headroom, batch size, training steps, seeds), the threads and CPUs it had, and the software
+#: and backend it ran with. Never compared as metrics; reported when they differ.
+SETTINGS = (
+    "memory_budget_bytes",
+    "memory_headroom_bytes",
+    "memory_usable_bytes",
+    "budget_bytes",
+    "headroom_bytes",
+    "usable_bytes",
+    "batch_size",
+    "train_steps",
+    "n_seeds",
+    "torch_threads",
+    "cpus_usable",
+    "device_name",
+    "torch_version",
+    "mem_method",
+    "cudnn_benchmark",
+    "cudnn_deterministic",
+    "tf32_matmul",
+    "tf32_cudnn",
+)
+# Spreads, identifiers, and how long a sweep spent on a trial's steps (its bookkeeping).
+_NOT_METRICS = (
+    "train_step_iqr_s",
+    "infer_iqr_s",
+    "timestamp",
+    "trial_number",
+    "trial_s",
+    "estimate_s",
+    "profile_s",
+)
 _FAILING = {"changed", "worse", "missing", "missing row", "status"}
-DEVICE, PRECISION = "device", "precision"
-_SETTING = (DEVICE, PRECISION)  # key columns that say where a row ran, not what it measured
+SETTING, UNDER_LOAD = "setting", "under load"
+_NOT_SHOWN = {"same", "ok", SETTING, UNDER_LOAD}  # summarised in the notes instead
+_JUDGED = {"same", "ok", "better", "worse"}  # what a time under load is instead
 
 
 def metric_columns(df: pd.DataFrame) -> list[str]:
-    """Columns compared by default: the exact metrics, then measured ones by their unit suffix
-    (``_s``, ``_per_s``, ``_bytes``) or as ratios (``_ratio`` anywhere in the name, e.g.
-    ``train_step_ratio_vs_none``); spreads (IQR) and identifiers are skipped."""
-    numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
+    """Columns compared by default: the exact metrics (with a sweep's per-mode copies such as
+    ``train_flops__blocks``, and every estimate ``est_*``), then measured ones by their unit
+    suffix (``_s``, ``_per_s``, ``_bytes``) or as ratios (``_ratio`` anywhere in the name, e.g.
+    ``train_step_ratio_vs_none``); settings (:data:`SETTINGS`), spreads (IQR), identifiers and
+    a sweep's bookkeeping durations are skipped."""
+    numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and c not in SETTINGS]
     exact = [c for c in EXACT_METRICS if c in numeric]
+    exact += [c for c in numeric if c not in exact and _is_exact(c)]  # per-mode copies, est_*
     measured = [
         c
         for c in numeric
         if c not in exact
         and c not in _NOT_METRICS
         and "." not in c
-        and (c.endswith(_MEASURED_SUFFIXES) or "_ratio" in c)
+        and (_base(c).endswith(_MEASURED_SUFFIXES) or "_ratio" in c)
     ]
     return exact + measured
 
 
-def default_key(baseline: pd.DataFrame, current: pd.DataFrame) -> list[str]:
-    """``benchmark`` for benchmark runs, else config fields + input_shape + batch_size +
-    checkpointing, as far as both files have them; then ``device`` if both files have it and
-    ``precision`` if either has it (a file without it holds fp32 rows)."""
-    both = set(baseline.columns) & set(current.columns)
-    if "benchmark" in both:
-        key = ["benchmark"]
-    else:
-        names = [*UNetConfig.field_names(), "input_shape", "batch_size", "checkpointing"]
-        key = [c for c in names if c in both]
-    if not key:
-        raise UsageError(
-            "cannot match rows: the files share no key column (config fields, input_shape, "
-            "batch_size, checkpointing or benchmark); pass key=[...] / --key"
-        )
-    if DEVICE in both:
-        key.append(DEVICE)
-    if PRECISION in set(baseline.columns) | set(current.columns):
-        key.append(PRECISION)
-    return key
+def _base(metric: str) -> str:
+    """``train_flops__blocks`` -> ``train_flops``: a sweep's per-checkpointing-mode copy."""
+    return metric.split("__", 1)[0]
 
 
-def _device_type(value: object) -> str:
-    """``cuda:1`` -> ``cuda``: rows on any GPU of one kind are comparable, CPU and GPU are not."""
-    return _norm(value).strip().lower().split(":", 1)[0]
+def _is_exact(metric: str) -> bool:
+    """Deterministic: an exact metric, its per-mode copy, or another estimate (``est_*``)."""
+    return _base(metric) in EXACT_METRICS or _base(metric).startswith("est_")
 
 
-_PRECISION_ALIASES = {
-    "": "fp32",
-    "float": "fp32",
-    "float32": "fp32",
-    "bfloat16": "bf16",
-    "float16": "fp16",
-    "half": "fp16",
-}
-
-
-def _precision(value: object) -> str:
-    """Precision name; empty (records older than the column) means fp32."""
-    text = _norm(value).strip().lower().removeprefix("torch.")
-    return _PRECISION_ALIASES.get(text, text)
-
-
-def _matching_form(df: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
-    """``df`` with device and precision in the form rows are matched on."""
-    out = df.copy()
-    if DEVICE in key and DEVICE in out.columns:
-        out[DEVICE] = out[DEVICE].map(_device_type)
-    if PRECISION in key:
-        out[PRECISION] = out[PRECISION].map(_precision) if PRECISION in out.columns else "fp32"
-    return out
-
-
-def _norm(value: object) -> str:
-    """Key text that is the same whether a value came from CSV, Parquet or JSON."""
-    if isinstance(value, list | tuple | np.ndarray):
-        return "[" + ", ".join(_norm(v) for v in value) + "]"
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))
-    text = str(value)
-    if text.startswith("(") and text.endswith(")"):  # "(0,)" / "(0, 1)" tuples as text
-        inner = [p.strip() for p in text[1:-1].split(",") if p.strip()]
-        return "[" + ", ".join(inner) + "]"
-    return text
-
-
-def _full_label(row: Iterable[object]) -> str:
-    return " | ".join(_norm(v) for v in row)
-
-
-def _short_labels(rows: pd.DataFrame, key: Sequence[str]) -> dict[str, str]:
-    """Full key text -> label naming only the key columns that differ between rows."""
-    texts = rows.map(_norm)
-    if "benchmark" in texts.columns:  # drop the test file path all benchmarks share
-        names = texts["benchmark"].tolist()
-        files = {n.rsplit("::", 1)[0] if "::" in n else None for n in names}
-        if len(files) == 1 and None not in files:
-            texts["benchmark"] = [n.rsplit("::", 1)[1] for n in names]
-    varying = [c for c in key if texts[c].nunique() > 1] or list(key)[:1]
-    out = {}
-    for full, row in zip(rows.itertuples(index=False), texts.itertuples(index=False), strict=True):
-        values = dict(zip(key, row, strict=True))
-        label = ", ".join(
-            values[c] if len(varying) == 1 and c == "benchmark" else f"{c}={values[c]}"
-            for c in varying
-        )
-        out[_full_label(full)] = label
-    return out
-
-
-def _keyed(df: pd.DataFrame, key: Sequence[str], name: str) -> pd.DataFrame:
-    missing = [c for c in key if c not in df.columns]
-    if missing:
-        raise UsageError(f"{name} records lack key columns {missing}")
-    out = df.copy()
-    out.index = pd.Index([_full_label(row) for row in df[list(key)].itertuples(index=False)])
-    dup = out.index[out.index.duplicated()]
-    if len(dup):
-        raise UsageError(
-            f"{name} records have {len(dup)} rows with the same key, e.g. {dup[0]!r}; "
-            f"add columns to the key (key columns now: {list(key)})"
-        )
-    return out
+def _is_timing(metric: str) -> bool:
+    """A time, a throughput or a ratio of times: what load on the machine changes."""
+    base = _base(metric)
+    return base.endswith("_s") or ("_ratio" in base and ("step" in base or "time" in base))
 
 
 @dataclass(frozen=True)
@@ -174,9 +132,12 @@ class ComparisonResult:
 
     ``table`` has one row per (matched row, metric) plus rows for unmatched records, with
     columns ``row``, ``metric``, ``baseline``, ``current``, ``change_pct``, ``tolerance``,
-    ``status`` (same, ok, better, worse, changed, missing, new, missing row, new row, status)
-    and ``regression``. ``notes`` explain unmatched rows whose config the other side has on
-    another device or precision.
+    ``status`` (same, ok, better, worse, changed, missing, new, missing row, new row, status,
+    "under load": a time of a row timed under load on either side, not judged; "setting": a
+    setting that differs; "only in baseline", "only in current": a sweep's config the other
+    sweep did not train) and ``regression``. ``notes`` summarise settings that differ and rows
+    timed under load, say which sweep trials were left out, and explain unmatched rows whose
+    config the other side has on another device or precision.
     """
 
     table: pd.DataFrame
@@ -193,8 +154,14 @@ class ComparisonResult:
         return not bool(self.table["regression"].any())
 
     def changes(self) -> pd.DataFrame:
-        """Rows worth showing: everything except unchanged and within-tolerance metrics."""
-        return self.table[~self.table["status"].isin(["same", "ok"])].reset_index(drop=True)
+        """Rows worth showing: everything except unchanged and within-tolerance metrics,
+        settings and times under load (both summarised in :attr:`notes`)."""
+        return self.table[~self.table["status"].isin(_NOT_SHOWN)].reset_index(drop=True)
+
+    @property
+    def under_load(self) -> pd.DataFrame:
+        """Times not judged because a side was timed under load."""
+        return self.table[self.table["status"] == UNDER_LOAD].reset_index(drop=True)
 
     def format(self, *, all_rows: bool = False) -> str:
         """A text table of the changes (or of every comparison) and a one-line verdict."""
@@ -218,9 +185,11 @@ class ComparisonResult:
         lines += self.notes
         n_reg = int(self.table["regression"].sum())
         verdict = "FAIL" if n_reg else "PASS"
+        loaded = self.under_load["row"].nunique()
         lines.append(
             f"{verdict}: {self.n_matched} rows matched on {_key_text(self.key)}; "
             f"{n_reg} regression(s), {len(self.changes()) - n_reg} other change(s)"
+            + (f"; {loaded} row(s) timed under load, times not judged" if loaded else "")
         )
         return "\n".join(lines)
 
@@ -294,16 +263,26 @@ def compare_records(
     for name, tol in [("default", default_tolerance), *tolerances.items()]:
         if not (isinstance(tol, int | float) and tol >= 0 and math.isfinite(tol)):
             raise UsageError(f"tolerance for {name} must be a number >= 0, but got {tol!r}")
+    given = key is not None
     key = list(key) if key is not None else default_key(baseline, current)
-    baseline, current = _matching_form(baseline, key), _matching_form(current, key)
-    base, cur = _keyed(baseline, key, "baseline"), _keyed(current, key, "current")
+    kind = _sweep.sweep_kind(baseline)
+    sweep = kind is not None and kind == _sweep.sweep_kind(current)
+    notes: list[str] = []
+    if sweep and not given:
+        assert kind is not None
+        baseline, left_b = _sweep.comparable_rows(baseline, kind, "baseline")
+        current, left_c = _sweep.comparable_rows(current, kind, "current")
+        notes += left_b + left_c
+    baseline, current = matching_form(baseline, key), matching_form(current, key)
+    base, cur = keyed(baseline, key, "baseline"), keyed(current, key, "current")
     chosen = list(metrics) if metrics is not None else metric_columns(baseline)
     unknown = [m for m in tolerances if m not in chosen and m not in base.columns]
     if unknown:
         raise UsageError(f"tolerance given for unknown metric(s) {unknown}; metrics: {chosen}")
     chosen += [m for m in tolerances if m not in chosen]  # a tolerance asks for a comparison
     chosen = [m for m in chosen if m not in set(ignore)]
-    short = _short_labels(pd.concat([baseline[key], current[key]]), key)
+    settings = [c for c in SETTINGS if c not in key and (c in base.columns or c in cur.columns)]
+    short = short_labels(pd.concat([baseline[key], current[key]]), key)
     rows: list[dict[str, object]] = []
     both = [k for k in base.index if k in cur.index]
     for label in both:
@@ -312,26 +291,40 @@ def compare_records(
             b_st, c_st = str(b_row["status"]), str(c_row["status"])
             if b_st != c_st and b_st == "ok":
                 rows.append(_row(label, "status", b_st, c_st, math.nan, math.nan, "status"))
+        loaded = under_load(b_row) or under_load(c_row)
         for metric in chosen:
-            exact = metric in EXACT_METRICS
+            exact = _is_exact(metric)
             tol = float(tolerances.get(metric, 0.0 if exact else default_tolerance))
             b = _num(b_row.get(metric))
             c = _num(c_row.get(metric)) if metric in cur.columns else math.nan
             status, change = _judge(metric, b, c, tol)
+            if loaded and status in _JUDGED and _is_timing(metric):
+                status = UNDER_LOAD
             if status:
                 rows.append(_row(label, metric, b, c, change, tol, status))
+        for name in settings:
+            b_set, c_set = b_row.get(name), c_row.get(name)
+            if norm(b_set) != norm(c_set):
+                rows.append(_row(label, name, b_set, c_set, math.nan, math.nan, SETTING))
     missing = base.index.difference(cur.index, sort=False)
     new = cur.index.difference(base.index, sort=False)
+    gone, added = ("only in baseline", "only in current") if sweep else ("missing row", "new row")
     for label in missing:
-        rows.append(_row(label, "(row)", math.nan, math.nan, math.nan, math.nan, "missing row"))
+        rows.append(_row(label, "(row)", math.nan, math.nan, math.nan, math.nan, gone))
     for label in new:
-        rows.append(_row(label, "(row)", math.nan, math.nan, math.nan, math.nan, "new row"))
+        rows.append(_row(label, "(row)", math.nan, math.nan, math.nan, math.nan, added))
     table = pd.DataFrame(
         rows, columns=["row", "metric", "baseline", "current", "change_pct", "tolerance", "status"]
     )
     table["row"] = table["row"].map(lambda k: short.get(k, k))
     table["regression"] = table["status"].isin(_FAILING)
-    notes = _setting_notes(
+    notes += _summaries(table, base, cur, both, short)
+    if sweep and (len(missing) or len(new)):
+        notes.append(
+            f"{len(missing)} config(s) only in baseline, {len(new)} only in current: configs "
+            "the other sweep did not train or confirm (sampling), not regressions"
+        )
+    notes += unmatched_notes(
         baseline[base.index.isin(missing)], current[cur.index.isin(new)], baseline, current, key
     )
     for note in notes:
@@ -340,52 +333,41 @@ def compare_records(
     return ComparisonResult(table=table, key=tuple(key), n_matched=len(both), notes=tuple(notes))
 
 
-def _setting_notes(
-    missing: pd.DataFrame,
-    new: pd.DataFrame,
-    baseline: pd.DataFrame,
-    current: pd.DataFrame,
-    key: Sequence[str],
+def _summaries(
+    table: pd.DataFrame,
+    base: pd.DataFrame,
+    cur: pd.DataFrame,
+    both: Sequence[str],
+    short: Mapping[str, str],
 ) -> list[str]:
-    """Why unmatched rows were not compared, where the other side has their config on another
-    device or precision: one line per missing row, and per new row whose config no missing
-    row's line already names."""
-    setting = [c for c in key if c in _SETTING]
-    identity = [c for c in key if c not in _SETTING]
-    if not setting or not identity:
-        return []
-    labels = _short_labels(pd.concat([baseline[identity], current[identity]]), identity)
-
-    def split(df: pd.DataFrame) -> list[tuple[str, str]]:
-        n = len(identity)
-        return [
-            (_full_label(row[:n]), "/".join(_norm(v) for v in row[n:]))
-            for row in df[[*identity, *setting]].itertuples(index=False)
-        ]
-
-    differ = " or ".join(setting) + (" differ" if len(setting) > 1 else " differs")
-
-    def line(side: str, config: str, where: str, other: str, elsewhere: list[str]) -> str:
-        return (
-            f"{side} row {labels[config]} on {where} not compared: {other} has it only on "
-            f"{', '.join(elsewhere)} ({differ})"
+    """One line per setting that differs, and one for the rows timed under load."""
+    lines = []
+    differ = table[table["status"] == SETTING]
+    for name, group in differ.groupby("metric", sort=False):
+        first = group.iloc[0]
+        lines.append(
+            f"setting {name} differs in {len(group)} of {len(both)} matched row(s), e.g. "
+            f"{first['row']}: baseline {_fmt_setting(first['baseline'])}, current "
+            f"{_fmt_setting(first['current'])} (a setting, not a measurement: not judged)"
         )
+    loaded = [k for k in both if under_load(base.loc[k]) or under_load(cur.loc[k])]
+    if loaded:
+        sides = [
+            f"{side} {sum(under_load(df.loc[k]) for k in loaded)}"
+            for side, df in (("baseline", base), ("current", cur))
+        ]
+        k = loaded[0]
+        example = cur.loc[k] if under_load(cur.loc[k]) else base.loc[k]
+        lines.append(
+            f"{len(loaded)} of {len(both)} matched row(s) timed under load ({', '.join(sides)}): "
+            f"their times are not judged, e.g. {short.get(k, k)}: {example['timing_note']}"
+        )
+    return lines
 
-    in_current: dict[str, list[str]] = {}
-    for config, where in split(current):
-        in_current.setdefault(config, []).append(where)
-    in_baseline: dict[str, list[str]] = {}
-    for config, where in split(baseline):
-        in_baseline.setdefault(config, []).append(where)
-    notes, named = [], set()
-    for config, where in split(missing):
-        if config in in_current:
-            notes.append(line("baseline", config, where, "current", in_current[config]))
-            named.add(config)
-    for config, where in split(new):
-        if config in in_baseline and config not in named:
-            notes.append(line("current", config, where, "baseline", in_baseline[config]))
-    return notes
+
+def _fmt_setting(value: object) -> str:
+    text = norm(value)
+    return text if text else "absent"
 
 
 def _num(value: object) -> float:
