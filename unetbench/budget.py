@@ -14,6 +14,7 @@ from unetbench.device_names import device_type
 from unetbench.units import MIB
 
 __all__ = [
+    "AUTO",
     "BUDGET_COLUMNS",
     "CUDA_HEADROOM_BYTES",
     "budget_columns",
@@ -23,6 +24,9 @@ __all__ = [
 ]
 
 CUDA_HEADROOM_BYTES = 512 * MIB
+#: The checkpointing "policy" that picks, per config, the policy with the fewest training FLOPs
+#: whose step fits the budget (:func:`unetbench.profiler.auto.choose_policy`).
+AUTO = "auto"
 #: Record columns of a budget, in the order :func:`budget_columns` returns them.
 BUDGET_COLUMNS = ("memory_budget_bytes", "memory_headroom_bytes", "memory_usable_bytes")
 

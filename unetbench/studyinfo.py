@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from unetbench._errors import ConfigError, UsageError
+from unetbench.values import jsonable
 
 __all__ = [
     "FILE_NAME",
@@ -102,7 +103,7 @@ class StudyInfo:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, tagged with :data:`SCHEMA` (``source`` is not stored)."""
-        return _jsonable(
+        return jsonable(
             {
                 "schema": SCHEMA,
                 "name": self.name,
@@ -168,12 +169,3 @@ def read_study_json(results_dir: str | Path) -> StudyInfo:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
     return StudyInfo.from_dict(raw, str(path))
-
-
-def _jsonable(value: Any) -> Any:
-    """Tuples become lists all the way down, so the stored form equals what is read back."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value

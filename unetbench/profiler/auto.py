@@ -11,13 +11,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from unetbench.budget import AUTO
 from unetbench.model.policies import policy_names
 from unetbench.profiler import _step, flops
 from unetbench.profiler.memory import estimate_step_bytes
 
 __all__ = ["AUTO", "AutoChoice", "choose_policy"]
-
-AUTO = "auto"
 
 
 @dataclasses.dataclass(frozen=True)

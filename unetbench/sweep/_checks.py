@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from unetbench._errors import ConfigError
+from unetbench.budget import AUTO
 from unetbench.units import parse_bytes as parse_bytes  # spec.py reads sizes through here
 
 
@@ -61,8 +62,8 @@ def as_shape(value: object, src: str) -> tuple[int, ...]:
 
 
 def as_modes(value: object, src: str) -> tuple[str, ...]:
-    if value == "auto":
-        return ("auto",)
+    if value == AUTO:
+        return (AUTO,)
     if (
         not isinstance(value, list)
         or not value

@@ -10,6 +10,7 @@ import optuna
 
 from unetbench.studyinfo import SYSTEM_ATTR, Objective, StudyInfo, write_study_json
 from unetbench.sweep.spec import StudySpec
+from unetbench.values import jsonable
 
 __all__ = ["describe", "record_description", "stored_description"]
 
@@ -23,7 +24,7 @@ def describe(spec: StudySpec) -> StudyInfo:
         name=spec.name,
         objectives=tuple(Objective(c, d) for c, d in spec.objectives),
         memory_budget_bytes=spec.memory_budget_bytes,
-        search={field: [_plain(c) for c in choices] for field, choices in spec.search.items()},
+        search={field: [jsonable(c) for c in choices] for field, choices in spec.search.items()},
         fixed=dict(spec.fixed),
         fingerprint=spec.fingerprint(),
         spec=resolved,
@@ -50,8 +51,3 @@ def stored_description(study: optuna.Study) -> StudyInfo | None:
     if raw is None:
         return None
     return StudyInfo.from_dict(raw, f"study {study.study_name!r} ({SYSTEM_ATTR})")
-
-
-def _plain(choice: object) -> object:
-    """A choice as JSON holds it (planar_blocks tuples become lists)."""
-    return list(choice) if isinstance(choice, tuple) else choice

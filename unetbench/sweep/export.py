@@ -11,8 +11,8 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from unetbench.shapes import fmt_shape
 from unetbench.sweep.record import LEADING, fail_reason, identity_of, row_of
+from unetbench.values import flat_cell
 
 __all__ = ["RUN_COLUMNS", "export_results", "export_trials", "runs_frame", "trials_frame"]
 
@@ -51,7 +51,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row.setdefault("feasible", False)
         row.setdefault("role", "search")  # a trial killed before it stored its row
         row["feasible"] = bool(row["feasible"]) and t.state.name == "COMPLETE"
-        row = {key: _flat(key, value) for key, value in row.items()}
+        row = {key: flat_cell(value) for key, value in row.items()}
         row["datetime_start"] = t.datetime_start
         row["datetime_complete"] = t.datetime_complete
         rows.append(row)
@@ -77,7 +77,7 @@ def runs_frame(study: optuna.Study, searched: Sequence[str]) -> pd.DataFrame:
         attrs = row_of(t)
         if "reused_from" in attrs or not isinstance(attrs.get("runs"), list):
             continue
-        fields = {f: _flat(f, attrs.get(f)) for f in searched}
+        fields = {f: flat_cell(attrs.get(f)) for f in searched}
         for run in attrs["runs"]:
             rows.append(
                 {
@@ -100,13 +100,6 @@ def export_results(study: optuna.Study, study_dir: Path, searched: Sequence[str]
     """Write ``trials.parquet`` and ``runs.parquet`` to ``study_dir``; returns the trials."""
     _write(runs_frame(study, searched), study_dir / "runs.parquet")
     return export_trials(study, study_dir / "trials.parquet")
-
-
-def _flat(key: str, value: Any) -> Any:
-    """A list value as trials.parquet writes it."""
-    if isinstance(value, list):
-        return fmt_shape(value) if key != "planar_blocks" else str(value)
-    return value
 
 
 def _write(frame: pd.DataFrame, path: Path) -> None:

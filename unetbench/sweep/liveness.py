@@ -7,7 +7,8 @@ dead on one of two signals, by whichever live worker looks next:
 * **same machine and PID namespace**: its process is gone, or its PID now belongs to a newer
   process (the start time differs). Immediate, and what makes SQLite and journal files safe
   to resume after a SIGKILL. Two containers with one host name but their own PID namespaces
-  are not the same machine here.
+  are not the same machine here. Where ``/proc`` is not this namespace's own (a PID namespace
+  without its own ``/proc`` mount), only whether the PID exists is checked.
 * **shared storages** (a database server, the gRPC proxy): the worker's own heartbeat thread
   bumps a counter (the trial's system attribute ``unetbench:heartbeat``) every
   ``heartbeat_interval`` seconds. A reader takes the trial for dead when it has seen the same
@@ -63,7 +64,7 @@ def owner_alive(ident: dict[str, Any] | None) -> bool | None:
         if ident.get(field) is not None and ident.get(field) != me[field]:
             return None
     pid = int(ident["pid"])
-    if os.path.isdir("/proc"):
+    if _proc_is_ours():
         ticks = _start_ticks(pid)
         return ticks is not None and ticks == ident.get("start")
     try:
@@ -73,6 +74,16 @@ def owner_alive(ident: dict[str, Any] | None) -> bool | None:
     except PermissionError:
         return True
     return True
+
+
+def _proc_is_ours() -> bool:
+    """Whether ``/proc`` shows this process's PID namespace. Not so in a PID namespace that
+    kept its parent's ``/proc`` (``unshare --pid --fork`` without ``--mount-proc``): there
+    ``/proc/<pid>`` is another process, and only :func:`os.kill` sees this namespace's PIDs."""
+    try:
+        return os.readlink("/proc/self") == str(os.getpid())
+    except OSError:
+        return False
 
 
 def describe(ident: dict[str, Any] | None) -> str:

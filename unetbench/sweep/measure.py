@@ -38,7 +38,7 @@ import optuna
 from optuna.trial import TrialState
 
 from unetbench._errors import ConfigError
-from unetbench.budget import budget_columns
+from unetbench.budget import AUTO, budget_columns
 from unetbench.oom import is_oom
 from unetbench.shapes import fmt_shape
 from unetbench.sweep.claims import ConfigClaims
@@ -58,8 +58,6 @@ from unetbench.sweep.record import (
 from unetbench.sweep.repeats import RUN_KEYS, train_repeats
 from unetbench.sweep.retry import StorageUnreachable
 from unetbench.sweep.space import build_config, config_key
-
-AUTO = "auto"  # [profile] checkpointing = "auto"
 
 if TYPE_CHECKING:
     from unetbench.sweep.propose import Proposal

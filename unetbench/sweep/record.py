@@ -16,7 +16,6 @@ This module is the one place that names trial attributes; nothing else writes th
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import socket
 import uuid
@@ -27,6 +26,8 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
+
+from unetbench.values import jsonable
 
 __all__ = [
     "CONFIG_KEY",
@@ -41,7 +42,6 @@ __all__ = [
     "beat",
     "fail_reason",
     "identity_of",
-    "jsonable",
     "new_trial",
     "role_of",
     "row_of",
@@ -240,18 +240,3 @@ def fail_reason(study: optuna.Study) -> dict[int, str]:
         for k, v in attrs.items()
         if k.startswith(REASON_PREFIX)
     }
-
-
-def jsonable(value: Any) -> Any:
-    """A JSON value: NaN/inf become None, numpy scalars Python ones, tuples lists."""
-    if hasattr(value, "item") and callable(value.item):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from unetbench._errors import ConfigError, UsageError
+from unetbench.budget import AUTO
 from unetbench.sweep._checks import (
     as_bool,
     as_int,
@@ -330,12 +331,12 @@ def _validate_parts(spec: StudySpec) -> None:
     except ConfigError as exc:
         raise ConfigError(f"{src}: {exc}") from None
     known = policy_names()
-    if "auto" in spec.checkpointing and spec.checkpointing != ("auto",):
+    if AUTO in spec.checkpointing and spec.checkpointing != (AUTO,):
         raise ConfigError(
             f"{src}: profile.checkpointing = 'auto' chooses among all policies; give it alone"
         )
     for mode in spec.checkpointing:
-        if mode not in (*known, "auto"):
+        if mode not in (*known, AUTO):
             raise ConfigError(
                 f"{src}: profile.checkpointing mode {mode!r} unknown; modes: {known} or 'auto'"
             )

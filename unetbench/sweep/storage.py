@@ -69,8 +69,9 @@ HEARTBEAT_INTERVAL_S = 60
 GRACE_PERIOD_S = 180
 _SERVER_DIALECTS = ("postgresql", "mysql", "mariadb", "oracle", "mssql")
 _ALLOWED = (
-    "use sqlite:///PATH.db, postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB, "
-    "mysql+pymysql://..., grpc://HOST:PORT or a journal file (PATH.journal, journal:PATH)"
+    "use sqlite:///PATH.db, postgresql+psycopg2://USER@HOST:PORT/DB (password in ~/.pgpass), "
+    "mysql+pymysql://..., grpc://HOST:PORT or a journal file (PATH.journal, journal:PATH); "
+    "env:NAME or file:PATH to read one from an environment variable or a file"
 )
 _DRIVER_HINT = {
     "psycopg2": "pip install psycopg2-binary (the extra unetbench[postgres])",
@@ -391,7 +392,8 @@ def _open_server(url: str, connect_timeout: float) -> optuna.storages.BaseStorag
         module = getattr(exc, "name", None) or str(exc)
         hint = _DRIVER_HINT.get(str(module).split(".")[0], f"install the driver {module}")
         raise UsageError(f"--storage {safe} needs the database driver {module}: {hint}") from None
-    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError) as exc:
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as exc:
+        # ValueError: a URL SQLAlchemy cannot parse, e.g. a port that is not a number
         raise UsageError(f"--storage {safe}: {_scrub(_first_line(exc), url)}; {_ALLOWED}") from None
     for attempt in range(8):
         try:
