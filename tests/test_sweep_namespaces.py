@@ -14,6 +14,7 @@ period and its config rerun.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -29,8 +30,6 @@ from optuna.trial import TrialState
 
 from unetbench.sweep.record import row_of
 
-pytestmark = pytest.mark.postgres
-
 TESTS = Path(__file__).parent
 HOST = "pod"
 HEARTBEAT_S, GRACE_S = 1, 4
@@ -39,15 +38,15 @@ N = 16  # every config of fake_sweep.ALL_TRAIN: exhaustive, so a failed config i
 UNSHARE = ["unshare", "--pid", "--fork", "--uts", "--mount-proc"]
 
 
-def require_pid_namespaces() -> None:
-    """Skip without ``unshare --pid --uts --mount-proc`` (root only), except in CI."""
+def require_pid_namespaces(unshare: list[str] = UNSHARE) -> None:
+    """Skip without ``unshare`` for a PID namespace (root only), except in CI."""
     try:
-        probe = subprocess.run([*UNSHARE, "sh", "-c", "echo $$"], capture_output=True, text=True)
+        probe = subprocess.run([*unshare, "sh", "-c", "echo $$"], capture_output=True, text=True)
         ok = probe.returncode == 0 and probe.stdout.strip() == "1"
     except FileNotFoundError:
         ok = False
     if not ok:
-        why = "unshare --pid --fork --uts --mount-proc is not permitted here (needs root)"
+        why = f"{' '.join(unshare)} is not permitted here (needs root)"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{why}; CI must run this test")
         pytest.skip(f"{why}: cannot give workers their own PID namespaces")
@@ -102,6 +101,7 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+@pytest.mark.postgres
 def test_pods_with_one_host_name_fail_only_the_killed_workers_trial(
     tmp_path: Path, pg_url: str
 ) -> None:
@@ -176,3 +176,34 @@ def test_pods_with_one_host_name_fail_only_the_killed_workers_trial(
     frame = pd.read_parquet(tmp_path / "a" / "fake" / "trials.parquet")
     assert frame.set_index("trial_number").loc[victim_trial, "trial_state"] == "FAIL"
     assert (frame["trial_state"] == "COMPLETE").sum() == N
+
+
+# Run as PID 1 of a PID namespace that kept this machine's /proc: a sibling worker's identity
+# is read while it lives and after it was killed.
+SIBLING = """
+import json, subprocess, sys
+from unetbench.sweep.liveness import owner_alive
+code = "import json; from unetbench.sweep.record import worker_identity; "
+code += "print(json.dumps(worker_identity()), flush=True)"
+child = subprocess.Popen([sys.executable, "-c", code + "; input()"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+ident = json.loads(child.stdout.readline())
+alive = owner_alive(ident)
+child.kill()
+child.wait()
+print(json.dumps({"pid": ident["pid"], "alive": alive, "after_kill": owner_alive(ident)}))
+"""
+
+
+def test_a_pid_namespace_without_its_own_proc_sees_a_killed_sibling_dead() -> None:
+    """``unshare --pid --fork`` without ``--mount-proc``: ``/proc/<pid>`` is the parent
+    namespace's process of that number, so liveness must not read it (it did: the killed
+    sibling stayed alive for ever, its trial never failed, the heartbeat never asked)."""
+    unshare = ["unshare", "--pid", "--fork"]
+    require_pid_namespaces(unshare)
+    proc = subprocess.run([*unshare, sys.executable, "-c", SIBLING], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen["pid"] < 10  # a PID of the new namespace, not of this one
+    assert (seen["alive"], seen["after_kill"]) == (True, False)
