@@ -1,6 +1,6 @@
 """Optuna sweeps over the U-Net design space: accuracy, memory and speed per trial.
 
-A study is a TOML file (``studies/*.toml``; every key is in the README, "Writing a study").
+A study is a TOML file (``studies/*.toml``; every key is in docs/sweeps.md, "Writing a study").
 :func:`run_sweep` runs or resumes it until ``n_trials`` search trials (each a legal config
 not tried before) are COMPLETE, then runs the confirmation round (``[confirm]``), and writes
 ``results/<study>/trials.parquet`` (one row per trial) and ``runs.parquet`` (one row per

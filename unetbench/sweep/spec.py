@@ -1,6 +1,6 @@
 """Study specs: what a sweep searches, how each trial is trained and what it optimises.
 
-A study is one TOML file (every key is in the README, "Writing a study").
+A study is one TOML file (every key is in docs/sweeps.md, "Writing a study").
 :func:`load_study_spec` reads it with :mod:`tomllib` and validates everything before any
 tensor exists: unknown keys, unknown ``UNetConfig`` fields, bad choices, a patch shape that is
 illegal for some searched combination, bad objectives or directions and unknown samplers all
