@@ -20,6 +20,9 @@ from unetbench.cli.main import SUBCOMMANDS
         "import unetbench.report, unetbench.gate.compare",
         "import unetbench, unetbench.units, unetbench.device_names, unetbench.shapes",
         "from unetbench.device_names import parse_devices; parse_devices('cuda:0,cuda:1')",
+        # the Optuna version check reads package metadata: it imports neither torch nor Optuna
+        "from unetbench._versions import require_tested; require_tested('optuna'); "
+        "assert 'optuna' not in sys.modules",
     ],
 )
 def test_no_torch(code: str) -> None:
