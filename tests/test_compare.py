@@ -482,3 +482,33 @@ def test_the_sweep_s_column_names_are_the_writer_s() -> None:
     assert _sweep.CONFIG_KEY == record.CONFIG_KEY and _sweep.ROLE == record.ROLE
     assert {_sweep.TRIAL_NUMBER, _sweep.CONFIG_KEY, _sweep.TRAIN_SEED} <= set(export.RUN_COLUMNS)
     assert {_sweep.TRIAL_NUMBER, _sweep.TRIAL_STATE, _sweep.REUSED_FROM} <= set(record.LEADING)
+
+
+def test_a_sweep_s_per_mode_times_follow_their_mode_s_note() -> None:
+    base = load_records(SAMPLE / "trials.parquet").assign(
+        timing_note="", timing_note__none="", timing_note__blocks=""
+    )
+    cur = base.assign(
+        train_step_s__none=base["train_step_s__none"] * 2,
+        train_step_s__blocks=base["train_step_s__blocks"] * 2,
+    )
+    cur.loc[cur["trial_number"] == 0, "timing_note__none"] = "load 3.4 on 2 CPUs"
+    result = compare_records(base, cur)
+    loaded = result.under_load
+    # trial 0's times of mode none, not those of mode blocks
+    assert loaded["metric"].tolist() == ["train_step_s__none", "train_voxels_per_s__none"]
+    reg = result.regressions
+    assert set(reg["metric"]) == {"train_step_s__none", "train_step_s__blocks"}
+    assert len(reg) == 2 * 30 - 1
+    assert (
+        "1 of 30 matched row(s) timed under load (baseline 0, current 1): their times are not "
+        "judged, e.g. attention=true, merge_mode=add, normalization=instance, "
+        "up_mode=transpose, role=search: load 3.4 on 2 CPUs"
+    ) in result.notes
+
+
+def test_spreads_and_bookkeeping_of_a_sweep_are_not_metrics() -> None:
+    chosen = metric_columns(load_records(SAMPLE / "trials.parquet"))
+    assert not [c for c in chosen if "_iqr_" in c]  # train_step_iqr_s__none too
+    assert not {"trial_s", "estimate_s", "profile_s", "memory_usable_bytes"} & set(chosen)
+    assert {"train_step_s__none", "train_flops__blocks", "est_total_train_bytes"} <= set(chosen)

@@ -19,6 +19,7 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -103,7 +104,7 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
         c
         for c in numeric
         if c not in exact
-        and c not in _NOT_METRICS
+        and _base(c) not in _NOT_METRICS
         and "." not in c
         and (_base(c).endswith(_MEASURED_SUFFIXES) or "_ratio" in c)
     ]
@@ -291,14 +292,13 @@ def compare_records(
             b_st, c_st = str(b_row["status"]), str(c_row["status"])
             if b_st != c_st and b_st == "ok":
                 rows.append(_row(label, "status", b_st, c_st, math.nan, math.nan, "status"))
-        loaded = under_load(b_row) or under_load(c_row)
         for metric in chosen:
             exact = _is_exact(metric)
             tol = float(tolerances.get(metric, 0.0 if exact else default_tolerance))
             b = _num(b_row.get(metric))
             c = _num(c_row.get(metric)) if metric in cur.columns else math.nan
             status, change = _judge(metric, b, c, tol)
-            if loaded and status in _JUDGED and _is_timing(metric):
+            if status in _JUDGED and _is_timing(metric) and _loaded(metric, b_row, c_row):
                 status = UNDER_LOAD
             if status:
                 rows.append(_row(label, metric, b, c, change, tol, status))
@@ -350,19 +350,36 @@ def _summaries(
             f"{first['row']}: baseline {_fmt_setting(first['baseline'])}, current "
             f"{_fmt_setting(first['current'])} (a setting, not a measurement: not judged)"
         )
-    loaded = [k for k in both if under_load(base.loc[k]) or under_load(cur.loc[k])]
+    loaded = [k for k in both if _notes(base.loc[k]) or _notes(cur.loc[k])]
     if loaded:
         sides = [
-            f"{side} {sum(under_load(df.loc[k]) for k in loaded)}"
+            f"{side} {sum(bool(_notes(df.loc[k])) for k in loaded)}"
             for side, df in (("baseline", base), ("current", cur))
         ]
         k = loaded[0]
-        example = cur.loc[k] if under_load(cur.loc[k]) else base.loc[k]
+        example = (_notes(cur.loc[k]) or _notes(base.loc[k]))[0]
         lines.append(
             f"{len(loaded)} of {len(both)} matched row(s) timed under load ({', '.join(sides)}): "
-            f"their times are not judged, e.g. {short.get(k, k)}: {example['timing_note']}"
+            f"their times are not judged, e.g. {short.get(k, k)}: {example}"
         )
     return lines
+
+
+def _notes(row: Any) -> list[str]:
+    """The row's timing notes that flag load: ``timing_note`` and per-mode copies."""
+    return [
+        str(row[c])
+        for c in row.index
+        if str(c).startswith("timing_note") and under_load({"timing_note": row[c]})
+    ]
+
+
+def _loaded(metric: str, *rows: pd.Series) -> bool:
+    """Whether a side timed ``metric`` under load: the row's note, or for a sweep's per-mode
+    copy (``train_step_s__none``) that mode's note (``timing_note__none``) too."""
+    _, sep, mode = metric.partition("__")
+    notes = ["timing_note", f"timing_note__{mode}"] if sep else ["timing_note"]
+    return any(under_load({"timing_note": row.get(n)}) for row in rows for n in notes)
 
 
 def _fmt_setting(value: object) -> str:
