@@ -90,15 +90,7 @@ def _check(config: UNetConfig, data: SegmentationData, patch: tuple[int, ...]) -
             f"patch_shape={list(patch)} has {len(patch)} axes but dim={config.dim} "
             f"(allowed: {config.dim} sizes)"
         )
-    if config.in_channels != data.channels:
-        raise ConfigError(
-            f"in_channels={config.in_channels} but the data has {data.channels} channel(s)"
-        )
-    if config.out_channels < data.n_classes:
-        raise ConfigError(
-            f"out_channels={config.out_channels} but the labels have {data.n_classes} classes "
-            f"(allowed: out_channels >= {data.n_classes})"
-        )
+    data.check_model(config.in_channels, config.out_channels)
     config.check_input_shape(patch)
 
 

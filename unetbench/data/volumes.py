@@ -98,6 +98,21 @@ class SegmentationData:
     def channels(self) -> int:
         return self.train[0].channels
 
+    def check_model(self, in_channels: int, out_channels: int, where: str = "") -> None:
+        """Raise ConfigError unless a model with these channels can train on this data:
+        ``in_channels`` equal to the data's, ``out_channels`` at least its classes.
+        ``where`` prefixes the field names (``"fixed."`` for a study spec)."""
+        if in_channels != self.channels:
+            raise ConfigError(
+                f"{where}in_channels={in_channels} but the data has {self.channels} "
+                f"channel(s) (allowed: {self.channels})"
+            )
+        if out_channels < self.n_classes:
+            raise ConfigError(
+                f"{where}out_channels={out_channels} but the labels have {self.n_classes} "
+                f"classes (allowed: out_channels >= {self.n_classes})"
+            )
+
     @property
     def n_classes(self) -> int:
         """Number of classes seen in any label (at least 2)."""

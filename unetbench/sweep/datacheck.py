@@ -33,15 +33,8 @@ def check_data(spec: StudySpec, data: SegmentationData) -> None:
             f"volume is {shown} (allowed: at most {list(largest)})"
         )
     defaults = UNetConfig()
-    in_channels = spec.fixed.get("in_channels", defaults.in_channels)
-    out_channels = spec.fixed.get("out_channels", defaults.out_channels)
-    if in_channels != data.channels:
-        raise ConfigError(
-            f"fixed.in_channels={in_channels} but the data has {data.channels} channel(s) "
-            f"(allowed: {data.channels})"
-        )
-    if out_channels < data.n_classes:
-        raise ConfigError(
-            f"fixed.out_channels={out_channels} but the labels have {data.n_classes} classes "
-            f"(allowed: out_channels >= {data.n_classes})"
-        )
+    data.check_model(
+        spec.fixed.get("in_channels", defaults.in_channels),
+        spec.fixed.get("out_channels", defaults.out_channels),
+        "fixed.",
+    )
