@@ -171,3 +171,31 @@ def test_an_evaluator_missing_a_method_is_refused_before_anything_is_stored(
         run_sweep(fake_spec(n_trials=1), results_dir=tmp_path, evaluator=Old(),  # type: ignore[arg-type]
                   show_progress=False)  # fmt: skip
     assert not (tmp_path / "fake").exists()
+
+
+def test_a_dice_loss_study_is_budgeted_for_the_step_it_trains() -> None:
+    """The sweep's estimate, auto choice and profile use training's loss (soft Dice added)."""
+    from unetbench.profiler.memory import estimate_step_bytes
+
+    plain, dice = _smoke(1), _smoke(1, train={**tomllib.loads(SMOKE.read_text())["train"],
+                                              "dice_loss": True})  # fmt: skip
+    config = build_config(plain, {"up_mode": "transpose", "merge_mode": "concat",
+                                  "attention": False})  # fmt: skip
+    full = (1, config.in_channels, *plain.patch_shape)
+    ev = TorchEvaluator()
+    with_dice = ev.estimate_memory(dice, config, "none")
+    step = estimate_step_bytes(config, full, "none", "fp32", "cpu", dice_loss=True)
+    assert with_dice == {"est_peak_mem_train_bytes": step.peak, "est_total_train_bytes": step.total}
+    assert with_dice != ev.estimate_memory(plain, config, "none")  # the Dice loss costs memory
+    assert ev.choose_checkpointing(dice, config, GIB)[1]["est_peak_mem_train_bytes"] == (
+        estimate_step_bytes(
+            config,
+            full,
+            ev.choose_checkpointing(dice, config, GIB)[0],
+            "fp32",
+            "cpu",
+            dice_loss=True,
+        ).peak
+    )
+    (record,) = [r for r in ev.profile(dice, config) if r["checkpointing"] == "none"]
+    assert record["dice_loss"] is True

@@ -81,7 +81,9 @@ class TorchEvaluator:
         from unetbench.profiler.memory import estimate_step_bytes
 
         full = (spec.batch_size, config.in_channels, *spec.patch_shape)
-        step = estimate_step_bytes(config, full, checkpointing, spec.precision, spec.device)
+        step = estimate_step_bytes(
+            config, full, checkpointing, spec.precision, spec.device, dice_loss=spec.dice_loss
+        )
         return {"est_peak_mem_train_bytes": step.peak, "est_total_train_bytes": step.total}
 
     def choose_checkpointing(
@@ -90,7 +92,9 @@ class TorchEvaluator:
         from unetbench.profiler.auto import choose_policy
 
         full = (spec.batch_size, config.in_channels, *spec.patch_shape)
-        choice = choose_policy(config, full, spec.precision, budget_bytes, device=spec.device)
+        choice = choose_policy(
+            config, full, spec.precision, budget_bytes, device=spec.device, dice_loss=spec.dice_loss
+        )
         return choice.name, {
             "est_peak_mem_train_bytes": choice.est_peak_bytes[choice.name],
             "est_total_train_bytes": choice.total_bytes[choice.name],
@@ -127,6 +131,7 @@ class TorchEvaluator:
             checkpointing=spec.checkpointing,
             device=spec.device,
             precision=spec.precision,
+            dice_loss=spec.dice_loss,
             **spec.profile_options,
         )
         return [{str(k): v for k, v in r.items()} for r in frame.to_dict(orient="records")]
