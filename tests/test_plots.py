@@ -81,7 +81,7 @@ def test_dice_vs_memory_fronts_intervals_and_hidden_configs(tmp_path: Path) -> N
     assert ax.get_xlabel() == "peak training memory (MiB)"
     assert ax.get_ylabel() == "validation Dice (mean over seeds)"
     assert ax.get_title() == (
-        "Accuracy vs training memory (8 configs; not shown: 2 over budget, 1 capped, 1 error)"
+        "Accuracy vs training memory (8 configs; not shown: 2 oom, 1 capped, 1 error)"
     )
     # The 2-D front is a step line through exactly the non-dominated points, by memory.
     (step,) = [line for line in ax.get_lines() if line.get_drawstyle() == "steps-post"]
@@ -127,7 +127,7 @@ def test_dice_vs_memory_names_infeasible_points_and_uses_the_estimate() -> None:
     assert ax.get_xlabel() == "estimated peak training memory (GiB)"
     assert len(scatter_offsets(fig, "infeasible: 1 capped")) == 1
     assert ax.get_title() == (
-        "Accuracy vs training memory (8 configs; not shown: 2 over budget, 1 capped, 1 error)"
+        "Accuracy vs training memory (8 configs; not shown: 2 oom, 1 capped, 1 error)"
     )
 
 

@@ -164,8 +164,8 @@ def test_failures_grouped_by_kind_and_reason() -> None:
     assert kinds["pruned at step 20"] == "pruned"
     over = table[table["kind"] == "infeasible"].iloc[0]
     n_over = int(((df.status == "ok") & ~df.feasible.astype(bool)).sum())
-    assert over["count"] == n_over and over["reason"] == "peak_mem_train_bytes over budget"
-    assert table["count"].sum() == n_over + 3
+    assert over["n_trials"] == n_over and over["reason"] == "peak_mem_train_bytes over budget"
+    assert table["n_trials"].sum() == n_over + 3
 
 
 def write_study(results: Path, trials: pd.DataFrame, **info: object) -> Path:

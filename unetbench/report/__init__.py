@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from unetbench.report.build import TABLES, build_report, load_runs, load_trials
 from unetbench.report.markdown import summarize
+from unetbench.report.outcomes import failures, stopped_trials
 from unetbench.report.render import render_table
 from unetbench.report.study import load_study_info
 from unetbench.report.tables import (
     checkpointing_savings,
-    failures,
     pareto_front,
     pareto_mask,
 )
@@ -27,5 +27,6 @@ __all__ = [
     "pareto_front",
     "pareto_mask",
     "render_table",
+    "stopped_trials",
     "summarize",
 ]

@@ -1,8 +1,10 @@
 """``build_report``: read ``results/<study>``, write tables (CSV, Parquet, Markdown) and plots.
 
-Data flow: ``trials.parquet`` + ``runs.parquet`` + ``study.json`` -> one row per config
-(:mod:`unetbench.report.configs`) -> Pareto front, option differences with intervals
-(:mod:`unetbench.report.stats`), checkpointing savings, failures -> files.
+Data flow: ``trials.parquet`` + ``runs.parquet`` + ``study.json`` -> searched fields read
+back as the study's choices -> one row per config (:mod:`unetbench.report.configs`) ->
+Pareto front, option differences with intervals (:mod:`unetbench.report.stats`),
+checkpointing savings, failures and stopped trials (:mod:`unetbench.report.outcomes`) ->
+files.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from typing import Any
 import pandas as pd
 
 from unetbench._errors import UsageError
-from unetbench.report.configs import RUN_METRICS, config_table, overlapping
+from unetbench.report.configs import RUN_METRICS, config_table, overlapping, restore_choices
 from unetbench.report.markdown import findings, write_markdown
+from unetbench.report.outcomes import failure_tracebacks, failures, stopped_trials
 from unetbench.report.stats import option_differences, option_levels, seed_noise
 from unetbench.report.study import load_study_info
 from unetbench.report.tables import (
     checkpointing_savings,
-    failures,
     searched_fields,
     usable_mask,
 )
@@ -39,7 +41,10 @@ TABLES = (
     "factor_levels",
     "checkpointing",
     "failures",
+    "stopped",
 )
+#: Every crashed trial's full traceback, next to report.md.
+TRACEBACKS = "failures.txt"
 
 
 def load_trials(results_dir: str | Path) -> pd.DataFrame:
@@ -79,21 +84,28 @@ def build_report(
     :data:`TABLES`: every trial, one row per config (seed means and 95% intervals), the
     Pareto front of the configs, each option's difference to its field's first option
     (``factor_effects``) and each option's mean (``factor_levels``) per objective,
-    checkpointing savings and failures.
+    checkpointing savings, failures (every crashed trial's traceback in ``failures.txt``)
+    and stopped (interrupted or surplus) trials.
     """
     results_dir = Path(results_dir)
     trials = load_trials(results_dir)
-    runs = load_runs(results_dir)
     info = load_study_info(
         results_dir, objectives=objectives, memory_budget_bytes=memory_budget_bytes
     )
+    trials = restore_choices(trials, info.search)
+    runs = load_runs(results_dir)
+    runs = None if runs is None else restore_choices(runs, info.search)
     configs = config_table(trials, runs, info.objectives)
     fields = searched_fields(configs, info.searched_fields)
-    trained = configs[usable_mask(configs, feasible_only=False)]
+    # Configs measured to the end, feasible or not (an over-budget choice still shows what it
+    # costs), and diverged ones: their Dice of 0 counts (unetbench.seeds) and is the effect.
+    trained = configs[usable_mask(configs, feasible_only=False) | configs["n_seeds"].gt(0)]
     order = {f: [str(v) for v in choices] for f, choices in info.search.items()}
-    columns = [o.column for o in info.objectives if o.column in trained.columns]
+    columns = [o.column for o in info.objectives if o.column in configs.columns]
+    # Every searched field, present or not: one that cannot be analysed says why.
+    wanted = list(info.searched_fields) or fields
     effects = _stack(
-        [option_differences(trained, fields, c, order).assign(objective=c) for c in columns]
+        [option_differences(trained, wanted, c, order).assign(objective=c) for c in columns]
     )
     levels = _stack([option_levels(trained, fields, c, order).assign(objective=c) for c in columns])
     front = _front(configs, info)
@@ -106,12 +118,17 @@ def build_report(
         "factor_levels": levels,
         "checkpointing": _savings_or_empty(configs),
         "failures": failures(trials),
+        "stopped": stopped_trials(trials),
     }
     out = Path(out_dir) if out_dir is not None else results_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         table.to_csv(out / f"{name}.csv", index=False)
         _to_parquet(table, out / f"{name}.parquet")
+    (out / TRACEBACKS).unlink(missing_ok=True)
+    tracebacks = failure_tracebacks(trials)
+    if tracebacks:
+        (out / TRACEBACKS).write_text(tracebacks)
     images = _write_plots(tables, info, out) if plots else []
     accuracy = [c for c in columns if c in RUN_METRICS]
     noise = {m: seed_noise(runs, m) for m in accuracy} if runs is not None else {}
@@ -161,7 +178,7 @@ def _write_plots(tables: dict[str, pd.DataFrame], info: StudyInfo, out: Path) ->
         figures["throughput_vs_flops"] = plots.plot_throughput_vs_flops(configs)
     effects, levels = tables["factor_effects"], tables["factor_levels"]
     for o in info.objectives:
-        if (effects["objective"] == o.column).any():
+        if (levels["objective"] == o.column).any():
             figures[f"factor_effects_{o.column}"] = plots.plot_factor_effects(
                 levels, effects, o.column
             )

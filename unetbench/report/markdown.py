@@ -14,8 +14,10 @@ import numpy as np
 import pandas as pd
 
 from unetbench.report._units import format_cell, scale_for
+from unetbench.report.outcomes import config_outcomes, count_words
 from unetbench.report.render import cell, render_table
 from unetbench.report.stats import CONFIDENCE
+from unetbench.report.tables import STOPPED, is_stopped, timing_notes
 from unetbench.studyinfo import StudyInfo
 
 __all__ = ["findings", "summarize", "write_markdown"]
@@ -26,8 +28,11 @@ _TITLES = {
     "factor_effects": "Which design choices matter",
     "checkpointing": "Checkpointing savings (vs. no checkpointing)",
     "failures": "Infeasible and failed trials by reason",
+    "stopped": "Interrupted and surplus trials (not results)",
     "configs": "All configs",
 }
+# Columns whose values are timings (a timing taken under load is flagged, not a result).
+_TIMED = ("train_step_s", "_per_s")
 
 
 def _with_interval(table: pd.DataFrame, metric: str) -> pd.Series:
@@ -42,16 +47,39 @@ def _with_interval(table: pd.DataFrame, metric: str) -> pd.Series:
 
 
 def _config_view(table: pd.DataFrame, info: StudyInfo, fields: Sequence[str]) -> pd.DataFrame:
-    columns = ["trial_number", *fields, "n_seeds"]
+    columns = ["trial_number", *fields, "n_seeds", "run_status"]
     columns += [o.column for o in info.objectives] + ["steps_done", "status", "ties"]
     view = table[[c for c in dict.fromkeys(columns) if c in table.columns]].copy()
+    if (
+        "run_status" in view.columns
+        and view["run_status"].fillna("").str.fullmatch(r"(\d+ ok)?").all()
+    ):
+        view = view.drop(columns="run_status")  # every run ok: nothing to say
     for o in info.objectives:
         if f"{o.column}_ci95_low" in table.columns and o.column in view.columns:
             view[o.column] = _with_interval(table, o.column)
             view = view.rename(columns={o.column: f"{o.column} [{_PCT} CI]"})
+    notes = timing_notes(table)
+    if notes.ne("").any():
+        view["timing_note"] = notes
     if "ties" in view.columns:
         view = view.rename(columns={"ties": "Dice indistinct from trials"})
     return view
+
+
+def _timing_warning(table: pd.DataFrame, info: StudyInfo) -> list[str]:
+    """A line under a table of configs whose objective timings were taken under load."""
+    timed = [o.column for o in info.objectives if o.column.endswith(_TIMED)]
+    flagged = table[timing_notes(table).ne("")]
+    if not timed or flagged.empty:
+        return []
+    numbers = ", ".join(str(n) for n in flagged["trial_number"])
+    return [
+        f"**Timed under load** (trials {numbers}): their {', '.join(timed)} measured a busy "
+        "machine, not the config (column `timing_note` says why); do not read them as "
+        "results, and measure again on an idle machine.",
+        "",
+    ]
 
 
 def _difference(row: pd.Series, column: str) -> str:
@@ -70,7 +98,8 @@ def _difference(row: pd.Series, column: str) -> str:
 
 
 def findings(differences: pd.DataFrame, noise: dict[str, dict[str, float]]) -> list[str]:
-    """One plain sentence per (objective, field, option) and one per seed-noise estimate."""
+    """One plain sentence per (objective, field, option), one per field that could not be
+    analysed (with why) and one per seed-noise estimate."""
     lines = []
     for metric, est in noise.items():
         if est["configs"]:
@@ -82,7 +111,11 @@ def findings(differences: pd.DataFrame, noise: dict[str, dict[str, float]]) -> l
         else:
             lines.append(f"- Seed noise of {metric}: unknown (no config trained with two seeds).")
     for _, r in differences.iterrows():
-        design = f"{int(r['n'])} {'pairs' if r['design'] == 'paired' else 'configs per option'}"
+        if r["design"] == "not analysed":
+            lines.append(f"- {r['field']}: not analysed for {r['objective']}: {r['note']}.")
+            continue
+        n = int(r["n"])
+        design = _plural(n, "pair") if r["design"] == "paired" else f"{_plural(n, 'config')} per option"
         if pd.isna(r["diff_ci95_low"]):
             verdict = "too few configs to tell"
         elif r["distinguishable"]:
@@ -96,17 +129,32 @@ def findings(differences: pd.DataFrame, noise: dict[str, dict[str, float]]) -> l
     return lines
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
 def summarize(tables: dict[str, pd.DataFrame], info: StudyInfo) -> str:
-    """A few lines for the terminal: counts, training budget and the best trade-offs."""
+    """A few lines for the terminal: counts, training budget and the best trade-offs.
+
+    Counts are of what measured something: trials stopped before they did (interrupted,
+    surplus) are named on a line of their own, so a resumed study reads as one that ran
+    without a break.
+    """
     trials, configs, front = tables["trials"], tables["configs"], tables["pareto"]
-    roles = trials["role"].value_counts().to_dict() if "role" in trials.columns else {}
+    counted = trials[~is_stopped(trials)]
+    roles = counted["role"].value_counts().to_dict() if "role" in counted.columns else {}
     role_text = ", ".join(f"{n} {r}" for r, n in roles.items())
     lines = [
-        f"study {info.name}: {len(configs)} configs in {len(trials)} trials"
+        f"study {info.name}: {len(configs)} configs in {len(counted)} trials"
         + (f" ({role_text})" if role_text else "")
         + f"; {len(front)} on the Pareto front of "
         + ", ".join(f"{o.column} ({o.direction})" for o in info.objectives),
+        "configs: " + ", ".join(count_words(config_outcomes(configs))),
     ]
+    if "n_seeds" in configs.columns:
+        trained = int((configs["n_seeds"] > 0).sum())
+        runs = int(configs["n_seeds"].sum())
+        lines[-1] += f"; {trained} trained ({_plural(runs, 'counted run')})"
     if "steps_done" in configs.columns and configs["steps_done"].notna().any():
         steps = configs["steps_done"].dropna().astype(int)
         same = steps.nunique() == 1
@@ -117,10 +165,18 @@ def summarize(tables: dict[str, pd.DataFrame], info: StudyInfo) -> str:
         )
     if info.memory_budget_bytes is not None:
         lines.append(f"memory budget: {format_cell('budget_bytes', info.memory_budget_bytes)}")
-    fail = tables["failures"]
-    if len(fail):
-        counts = fail.groupby("kind")["count"].sum().items()
-        lines.append("not on the front: " + ", ".join(f"{int(n)} {k}" for k, n in counts))
+    stopped = tables.get("stopped", pd.DataFrame(columns=["status", "trial_number"]))
+    if len(stopped):
+        parts = [
+            f"{_plural(int((stopped['status'] == s).sum()), 'trial')} {s} "
+            f"({', '.join(str(n) for n in stopped.loc[stopped['status'] == s, 'trial_number'])})"
+            for s in STOPPED
+            if (stopped["status"] == s).any()
+        ]
+        lines.append("not counted: " + ", ".join(parts) + "; they measured nothing")
+    flagged = int(timing_notes(configs).ne("").sum())
+    if flagged:
+        lines.append(f"timed under load: {_plural(flagged, 'config')} (see timing_note)")
     for row in front.head(5).to_dict("records"):
         values = ", ".join(
             f"{o.column}={format_cell(o.column, row[o.column])}" for o in info.objectives
@@ -128,6 +184,40 @@ def summarize(tables: dict[str, pd.DataFrame], info: StudyInfo) -> str:
         seeds = int(row.get("n_seeds", 1))
         lines.append(f"  trial {row['trial_number']} ({seeds} seed{'s' * (seeds != 1)}): {values}")
     return "\n".join(lines)
+
+
+def _failures_view(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The failures table without its tracebacks, and the tracebacks' ends as code blocks."""
+    view = table.drop(columns=["last_frames"])
+    if not view["error_type"].astype(bool).any():
+        view = view.drop(columns="error_type")
+    blocks = []
+    for row in table[table["last_frames"].astype(bool)].to_dict("records"):
+        first = str(row["trials"]).split(",")[0]
+        blocks += [
+            f"Where trial {first} crashed ({row['reason']}):",
+            "",
+            "```",
+            str(row["last_frames"]),
+            "```",
+            "",
+        ]
+    if blocks:
+        blocks.insert(0, "Every crashed trial's full traceback is in [failures.txt](failures.txt).")
+        blocks.insert(1, "")
+    return view, blocks
+
+
+def _checkpointing_view(table: pd.DataFrame) -> pd.DataFrame:
+    numbers = [c for c in table.columns if c.endswith(("_bytes", "_s", "_pct"))]
+    view = table[["label", "checkpointing", *numbers]].copy()
+    notes = timing_notes(table)
+    if notes.ne("").any():
+        # The empty percentage of a flagged row says why, instead of reading as 0 or a gap.
+        added = view["step_time_added_pct"].map(lambda v: cell(v)).astype(object)
+        view["step_time_added_pct"] = added.where(notes.eq(""), "timed under load")
+        view["timing_note"] = notes
+    return view
 
 
 def write_markdown(
@@ -142,19 +232,30 @@ def write_markdown(
     parts = [f"# Report: {info.name}", "", "```", summarize(tables, info), "```", ""]
     parts += [f"![{p.stem}]({p.name})" for p in images] + [""]
     parts += [f"## {_TITLES['factor_effects']}", "", *sentences, ""]
-    for name in ("pareto", "checkpointing", "failures", "configs"):
+    for name in ("pareto", "checkpointing", "failures", "stopped", "configs"):
         table = tables[name]
         parts += [f"## {_TITLES[name]}", ""]
         if not len(table):
             parts += ["(none)", ""]
             continue
+        after: list[str] = []
         if name in ("pareto", "configs"):
             view = _config_view(table, info, fields)
+            parts += _timing_warning(table, info)
         elif name == "checkpointing":
-            numbers = [c for c in table.columns if c.endswith(("_bytes", "_s", "_pct"))]
-            view = table[["label", "checkpointing", *numbers]]
+            view = _checkpointing_view(table)
+        elif name == "failures":
+            view, after = _failures_view(table)
+        elif name == "stopped":
+            parts += [
+                "Stopped before they measured anything; `measured_by` is the trial that "
+                "measured the same config afterwards (empty: none did); `stopped.csv` has "
+                "each one's config_key.",
+                "",
+            ]
+            view = table.drop(columns="config_key")
         else:
             view = table
-        parts += [render_table(view, max_rows=60 if name == "configs" else None), ""]
+        parts += [render_table(view, max_rows=60 if name == "configs" else None), "", *after]
         (out / f"{name}.md").write_text(render_table(view) + "\n")
     (out / "report.md").write_text("\n".join(parts))

@@ -16,18 +16,23 @@ import pandas as pd
 
 from unetbench._errors import ConfigError
 from unetbench.config import UNetConfig
+from unetbench.ranking import ranks, spread_of
 from unetbench.studyinfo import Objective
 
 __all__ = [
+    "STOPPED",
     "checkpointing_savings",
     "config_columns",
     "config_labels",
-    "failures",
+    "is_false",
+    "is_stopped",
     "memory_column",
     "natural_key",
     "pareto_front",
     "pareto_mask",
     "searched_fields",
+    "timing_notes",
+    "trial_states",
     "usable_mask",
 ]
 
@@ -38,6 +43,11 @@ SETTING_COLUMNS = ("input_shape", "batch_size", "precision")
 _ENV_COLUMNS = ("device", "dtype")
 # Spread (interquartile range) of the timed steps, kept next to the median step time.
 _IQR = "train_step_iqr_s"
+#: Statuses of trials stopped before they measured anything: ``interrupted`` (a signal) and
+#: ``surplus`` (the study already had its trials). Bookkeeping, not outcomes of a config.
+STOPPED = ("interrupted", "surplus")
+# Where the profiler records why a timing is not to be trusted ("" when it is).
+_NOTE = "timing_note"
 
 
 def config_columns(df: pd.DataFrame, *, with_setting: bool = True) -> list[str]:
@@ -57,12 +67,41 @@ def _hashable(series: pd.Series) -> pd.Series:
     return series
 
 
-def _is_false(series: pd.Series) -> pd.Series:
+def is_false(series: pd.Series) -> pd.Series:
+    """``feasible`` cells that say no (False, or "false"/"0" read back from CSV)."""
     return series.map(lambda v: v is False or v is np.False_ or str(v).lower() in ("false", "0"))
 
 
 def _state(series: pd.Series) -> pd.Series:
     return series.astype(str).str.upper().str.replace("TRIALSTATE.", "", regex=False)
+
+
+def trial_states(df: pd.DataFrame) -> pd.Series:
+    """Each row's Optuna state (``COMPLETE``, ``FAIL``...); COMPLETE for records without one."""
+    if "trial_state" not in df.columns:
+        return pd.Series("COMPLETE", index=df.index)
+    return _state(df["trial_state"])
+
+
+def is_stopped(df: pd.DataFrame) -> pd.Series:
+    """Rows of trials stopped before they measured anything (status in :data:`STOPPED`)."""
+    if "status" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return df["status"].astype(str).str.lower().isin(STOPPED)
+
+
+def timing_notes(df: pd.DataFrame, mode: str | None = None) -> pd.Series:
+    """Why each row's timing is not to be trusted, "" where nothing says so.
+
+    The profiler writes ``timing_note`` (and a sweep ``timing_note__<mode>`` per profiled
+    checkpointing mode); ``mode`` reads that mode's column, else the row's own. A timing
+    with a note was taken while the machine was busy: it is flagged wherever a time is
+    shown, never presented as a result.
+    """
+    column = f"{_NOTE}__{mode}" if mode is not None and f"{_NOTE}__{mode}" in df.columns else _NOTE
+    if column not in df.columns:
+        return pd.Series("", index=df.index, dtype=object)
+    return df[column].map(lambda v: v.strip() if isinstance(v, str) else "").astype(object)
 
 
 def usable_mask(df: pd.DataFrame, *, feasible_only: bool = True) -> pd.Series:
@@ -79,7 +118,7 @@ def usable_mask(df: pd.DataFrame, *, feasible_only: bool = True) -> pd.Series:
     if "trial_state" in df.columns:
         mask &= _state(df["trial_state"]).eq("COMPLETE")
     if feasible_only and "feasible" in df.columns:
-        mask &= ~_is_false(df["feasible"])
+        mask &= ~is_false(df["feasible"])
     return mask
 
 
@@ -104,10 +143,12 @@ def _require(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
 
 
 def pareto_mask(df: pd.DataFrame, objectives: Sequence[Objective]) -> pd.Series:
-    """True for usable rows that no other usable row dominates on all objectives.
+    """True for usable rows of rank 0 in :func:`unetbench.ranking.ranks` over ``objectives``.
 
-    A row dominates another if it is at least as good on every objective (respecting each
-    direction) and strictly better on one. Infeasible, failed and incomplete rows never count.
+    The sweep ranks the same way: a row is dominated by another that is at least as good
+    on every objective (respecting each direction) and better on one, where differences
+    within a timing's measured spread (:func:`unetbench.ranking.spread_of`: a step time's
+    interquartile range) are ties. Infeasible, failed and incomplete rows never count.
     """
     if not objectives:
         raise ConfigError("a Pareto front needs at least one objective")
@@ -116,14 +157,19 @@ def pareto_mask(df: pd.DataFrame, objectives: Sequence[Objective]) -> pd.Series:
     mask = usable_mask(df) & values.notna().all(axis=1)
     # Turn every objective into "larger is better".
     scores = values[mask].to_numpy(dtype=float) * np.array([o.sign for o in objectives])
-    front = np.ones(len(scores), dtype=bool)
-    for i, row in enumerate(scores):
-        geq = (scores >= row).all(axis=1)
-        gt = (scores > row).any(axis=1)
-        front[i] = not (geq & gt).any()
+    rows = df[mask].to_dict("records")
+    spreads = np.array(
+        [[spread_of(_plain(row), o.column) for o in objectives] for row in rows], dtype=float
+    ).reshape(scores.shape)
+    front = ranks(scores, spreads) == 0
     result = pd.Series(False, index=df.index)
     result[mask[mask].index[front]] = True
     return result
+
+
+def _plain(row: dict[str, object]) -> dict[str, object]:
+    """numpy numbers as Python ones (the ranking reads ints and floats)."""
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in row.items()}
 
 
 def pareto_front(df: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
@@ -181,6 +227,7 @@ def _long_from_per_mode(df: pd.DataFrame, memory: str, time: str, key: list[str]
         for column in (time, _IQR):
             values = df[f"{column}__{mode}"] if f"{column}__{mode}" in df.columns else np.nan
             part[column] = pd.to_numeric(pd.Series(values, index=df.index), errors="coerce")
+        part[_NOTE] = timing_notes(df, mode)
         if f"status__{mode}" in df.columns:
             part = part[df[f"status__{mode}"].astype(str).str.lower().eq("ok")]
         parts.append(part)
@@ -196,6 +243,9 @@ def checkpointing_savings(
     batch size, device and dtype are matched. Sweep trials (one row per trial, each mode's
     profile in ``<column>__<mode>`` columns): each trial's modes are compared. Repeated
     measurements are reduced to their median; configs measured without ``none`` are skipped.
+    ``timing_note`` joins the notes of both timings (:func:`timing_notes`); where there is
+    one, ``step_time_added_pct`` is empty: a difference between times taken under load
+    measures the load, not checkpointing.
     """
     if memory is None:
         wide = [
@@ -213,16 +263,23 @@ def checkpointing_savings(
         ok[column] = _hashable(ok[column]).astype(str)
     if per_mode:
         ok = _long_from_per_mode(ok, memory, time, key)
+    else:
+        ok[_NOTE] = timing_notes(ok)
     if _IQR not in ok.columns:
         ok[_IQR] = np.nan
     numbers = [memory, time, _IQR]
-    med = ok.groupby([*key, "checkpointing"], sort=False)[numbers].median().reset_index()
+    groups = ok.groupby([*key, "checkpointing"], sort=False)
+    med = groups[numbers].median()
+    med[_NOTE] = groups[_NOTE].agg(lambda notes: "; ".join(dict.fromkeys(n for n in notes if n)))
+    med = med.reset_index()
     base = med[med["checkpointing"] == "none"].drop(columns="checkpointing")
     other = med[med["checkpointing"] != "none"]
     merged = (
         other.merge(base, on=key, suffixes=("", "_none"))
         if key
-        else other.assign(**{f"{c}_none": base[c].median() for c in numbers})
+        else other.assign(**{f"{c}_none": base[c].median() for c in numbers}).assign(
+            **{f"{_NOTE}_none": "; ".join(n for n in base[_NOTE] if n)}
+        )
     )
     out = merged[[*key, "checkpointing"]].copy()
     out.insert(0, "label", config_labels(merged, key) if key else "records")
@@ -231,56 +288,17 @@ def checkpointing_savings(
     out["mem_saved_pct"] = 100.0 * (1.0 - merged[memory] / merged[f"{memory}_none"])
     out["train_step_none_s"] = merged[f"{time}_none"]
     out["train_step_s"] = merged[time]
-    out["step_time_added_pct"] = 100.0 * (merged[time] / merged[f"{time}_none"] - 1.0)
+    notes = [
+        "; ".join(f"{mode}: {n}" for mode, n in (("none", a), (cp, b)) if n)
+        for a, b, cp in zip(
+            merged[f"{_NOTE}_none"], merged[_NOTE], merged["checkpointing"], strict=True
+        )
+    ]
+    out[_NOTE] = notes
+    # A time taken under load is no result: the percentage is left empty, the note says why.
+    added = 100.0 * (merged[time] / merged[f"{time}_none"] - 1.0)
+    out["step_time_added_pct"] = added.where(out[_NOTE].eq(""), np.nan)
     out["train_step_none_iqr_s"] = merged[f"{_IQR}_none"]
     out["train_step_iqr_s"] = merged[_IQR]
     out["memory_column"] = memory
     return out.sort_values("mem_saved_pct", ascending=False).reset_index(drop=True)
-
-
-def _first_line(reason: object, width: int = 120) -> str:
-    if reason is None or (isinstance(reason, float) and np.isnan(reason)) or reason == "":
-        return "(no reason recorded)"
-    line = str(reason).strip().splitlines()[0] if str(reason).strip() else "(no reason recorded)"
-    return line if len(line) <= width else line[: width - 1] + "…"
-
-
-def failures(df: pd.DataFrame, *, max_listed: int = 10) -> pd.DataFrame:
-    """Failed, pruned and infeasible rows grouped by kind and (first line of) reason.
-
-    Kind is the record ``status`` when it is not ``ok`` (e.g. ``oom``, ``error``), else the
-    trial state when it is not COMPLETE (``fail``, ``pruned``), else ``infeasible``.
-    """
-    kind = pd.Series("", index=df.index, dtype=object)
-    if "feasible" in df.columns:
-        kind[_is_false(df["feasible"])] = "infeasible"
-    if "trial_state" in df.columns:
-        state = _state(df["trial_state"])
-        bad = state.ne("COMPLETE") & df["trial_state"].notna()
-        kind[bad] = state[bad].str.lower()
-    if "status" in df.columns:
-        status = df["status"].astype(str).str.lower()
-        bad = status.ne("ok") & df["status"].notna()
-        kind[bad] = status[bad]
-    chosen = df[kind != ""]
-    reasons = (
-        chosen["reason"] if "reason" in chosen.columns else pd.Series(None, index=chosen.index)
-    )
-    ids = chosen["trial_number"] if "trial_number" in chosen.columns else chosen.index.to_series()
-    table = pd.DataFrame(
-        {"kind": kind[chosen.index], "reason": reasons.map(_first_line), "id": ids}
-    )
-    rows = []
-    for (k, reason), group in table.groupby(["kind", "reason"], sort=True):
-        listed = [str(i) for i in group["id"].tolist()[:max_listed]]
-        more = len(group) - len(listed)
-        rows.append(
-            {
-                "kind": k,
-                "reason": reason,
-                "count": len(group),
-                "trials": ", ".join(listed) + (f" (+{more} more)" if more > 0 else ""),
-            }
-        )
-    result = pd.DataFrame(rows, columns=["kind", "reason", "count", "trials"])
-    return result.sort_values(["count", "kind"], ascending=[False, True]).reset_index(drop=True)

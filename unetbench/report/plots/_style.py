@@ -7,9 +7,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from unetbench.report._units import label_for
-from unetbench.report.tables import (
-    usable_mask,
-)
+from unetbench.report.outcomes import config_outcomes, count_words
 
 OKABE_ITO = {
     "black": "#000000",
@@ -27,9 +25,6 @@ DPI = 150
 THOUSANDS = FuncFormatter(lambda v, _: f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:g}")
 SERIES = ["blue", "orange", "green", "vermillion", "purple", "sky_blue", "black"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
-# The report's words for a config's status (the sweep writes "oom" for a config whose
-# estimate is over the memory budget as well as for one that ran out of memory).
-_STATUS_WORDS = {"oom": "over budget", "over_budget": "over budget"}
 MINUS = "−"
 
 
@@ -48,18 +43,13 @@ def signed(value: float, decimals: int) -> str:
 
 
 def status_words(rows: pd.DataFrame) -> list[str]:
-    """``["3 over budget", "1 capped"]``: the rows counted by status in the report's words.
-
-    A row whose status is ok is "infeasible" when flagged so, else "without Dice" (it was
-    measured but has no accuracy to plot).
-    """
-    status = rows.get("status", pd.Series("ok", index=rows.index)).astype(str).str.lower()
-    words = status.map(lambda s: _STATUS_WORDS.get(s, s))
-    infeasible = ~usable_mask(rows) & status.eq("ok")
-    words[status.eq("ok")] = "without Dice"
-    words[infeasible] = "infeasible"
-    counts = words.value_counts(sort=False)
-    return [f"{n} {word}" for word, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+    """``["3 oom", "1 capped"]``: the configs counted by outcome, in the words (and by the
+    function, :func:`unetbench.report.outcomes.config_outcomes`) of the report's header, so
+    a plot and the report never count differently. A feasible config a plot cannot show
+    (it has no accuracy) is "without Dice"."""
+    words = config_outcomes(rows)
+    words[words.eq("feasible")] = "without Dice"
+    return count_words(words, order=())
 
 
 def infeasible_label(rows: pd.DataFrame) -> str:

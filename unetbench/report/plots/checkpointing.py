@@ -18,6 +18,7 @@ from unetbench.report.plots._style import (
 )
 from unetbench.report.tables import (
     checkpointing_savings,
+    timing_notes,
 )
 
 __all__ = ["plot_checkpointing"]
@@ -34,7 +35,8 @@ def plot_checkpointing(
     ``savings`` is the table from ``checkpointing_savings`` (records are converted), sorted by
     memory saving; the first ``max_configs`` rows are drawn and the title says how many were
     left out and where they are listed. Step-time bars carry the interquartile range of the
-    timed steps (median ± IQR/2) where the table has it.
+    timed steps (median ± IQR/2) where the table has it. A row whose timing was taken under
+    load (``timing_note``) is labelled so instead of with a step-time change.
     """
     if "mem_saved_pct" not in savings.columns:
         savings = checkpointing_savings(savings)
@@ -47,6 +49,7 @@ def plot_checkpointing(
     ]
     lines = max((label.count("\n") + 1 for label in labels), default=1)
     y = np.arange(len(savings))
+    flagged = timing_notes(savings).ne("").to_numpy()
     height = max(3.0, (0.25 + 0.14 * lines) * len(savings) + 1.6)
     fig = figure(11.0, height)
     axes = fig.subplots(1, 2, sharey=True)
@@ -94,16 +97,25 @@ def plot_checkpointing(
                 label=name,
             )
         ends = with_cp / divisor + np.nan_to_num(spreads[1] if spreads[1] is not None else 0.0)
-        for yi, end, pct in zip(y, ends, change, strict=True):
-            if math.isfinite(end) and math.isfinite(pct):
-                ax.annotate(
-                    f"{pct:+.0f}%".replace("-", MINUS),
-                    (end, yi - 0.2),
-                    xytext=(3, 0),
-                    textcoords="offset points",
-                    va="center",
-                    fontsize=8,
-                )
+        timed = iqr is not None
+        for yi, end, pct, loaded in zip(y, ends, change, flagged, strict=True):
+            if not math.isfinite(end):
+                continue
+            if timed and loaded:  # a time taken under load is no result: say so, no number
+                text, colour = "timed under load", OKABE_ITO["vermillion"]
+            elif math.isfinite(pct):
+                text, colour = f"{pct:+.0f}%".replace("-", MINUS), OKABE_ITO["black"]
+            else:
+                continue
+            ax.annotate(
+                text,
+                (end, yi - 0.2),
+                xytext=(3, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=8,
+                color=colour,
+            )
         ax.set_xlabel(xlabel)
         ax.margins(x=0.15)
         ax.grid(True, axis="x", alpha=0.3)
@@ -121,6 +133,9 @@ def plot_checkpointing(
         )
     else:
         shown = f"all {total} configs shown"
+    n_loaded = int(flagged.sum())
+    if n_loaded:
+        shown += f"; {n_loaded} timed under load: their step time change is not a result"
     fig.suptitle(
         f"Gradient checkpointing per config (bar labels: change vs none)\n{shown}", fontsize=11
     )

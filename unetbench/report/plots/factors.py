@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -99,6 +100,10 @@ def _difference_text(diffs: pd.DataFrame, objective: str) -> str:
 
     Differences get their own unit (a 7 MiB difference between 1 GiB levels reads as 7 MiB).
     """
+    if "design" in diffs.columns:
+        skipped = diffs[diffs["design"] == "not analysed"]
+        if len(skipped):  # the reason, wrapped to the panel's width
+            return "\n".join(textwrap.wrap(f"not analysed: {skipped['note'].iloc[0]}", 48))
     numbers = diffs[["diff", "diff_ci95_low", "diff_ci95_high"]].to_numpy(dtype=float)
     divisor, unit = scale_for(objective, numbers.ravel())
     numbers = numbers / divisor
