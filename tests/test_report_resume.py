@@ -163,7 +163,7 @@ def test_header_counts_are_the_same(reports: dict[str, Any]) -> None:
     ]
     interrupted = int(reports["resumed"]["tables"]["stopped"]["trial_number"].iloc[0])
     extra = f"not counted: 1 trial interrupted ({interrupted}); they measured nothing"
-    assert resumed == straight[:4] + [extra] + straight[4:]
+    assert resumed == [*straight[:4], extra, *straight[4:]]
 
 
 def test_configs_front_effects_and_failures_are_the_same(reports: dict[str, Any]) -> None:

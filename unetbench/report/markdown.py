@@ -115,7 +115,8 @@ def findings(differences: pd.DataFrame, noise: dict[str, dict[str, float]]) -> l
             lines.append(f"- {r['field']}: not analysed for {r['objective']}: {r['note']}.")
             continue
         n = int(r["n"])
-        design = _plural(n, "pair") if r["design"] == "paired" else f"{_plural(n, 'config')} per option"
+        paired = r["design"] == "paired"
+        design = _plural(n, "pair") if paired else f"{_plural(n, 'config')} per option"
         if pd.isna(r["diff_ci95_low"]):
             verdict = "too few configs to tell"
         elif r["distinguishable"]:
