@@ -102,6 +102,8 @@ BAD = [
     ),
     ("memory_headroom", "1GiB", "must be larger than the headroom kept free on cpu"),
     ("memory_headroom", "2GiB", "must be larger than the headroom"),
+    ("profile.options", {"rounds": 0}, "profile.options.rounds must be an integer >= 1"),
+    ("profile.options", {"max_seconds": -1}, "profile.options.max_seconds must be a number > 0"),
 ]
 
 

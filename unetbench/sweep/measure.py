@@ -77,6 +77,8 @@ _PER_MODE = (
     "train_step_iqr_s",
     "train_voxels_per_s",
     "train_flops",
+    "timing_note",
+    "timing_wait_share",
 )
 # Row keys that describe this trial itself and are not copied when a result is reused (a
 # reused trial trained nothing, so it has no runs of its own).

@@ -349,6 +349,18 @@ def _validate_parts(spec: StudySpec) -> None:
         )
     _check_measured(spec)
     _check_budget(spec)
+    _check_timing(spec)
+
+
+def _check_timing(spec: StudySpec) -> None:
+    """[profile] options warmup, rounds and max_seconds as the profiler takes them."""
+    from unetbench.profiler.timing import check_timing_args
+
+    opts = spec.profile_options
+    try:
+        check_timing_args(opts.get("warmup", 1), opts.get("rounds", 5), opts.get("max_seconds"))
+    except UsageError as exc:
+        raise ConfigError(f"{spec.source}: profile.options.{exc}") from None
 
 
 def _check_measured(spec: StudySpec) -> None:
