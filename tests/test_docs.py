@@ -13,15 +13,17 @@ Every fenced block of a Markdown file is an example of one kind:
 
 All blocks of one file share one sandbox directory, the working directory of both Python and
 console blocks: it holds a copy of ``studies/`` and ``results/smoke/``, a finished run of
-``unetbench sweep studies/smoke.toml`` made once per session (the same command the docs show).
+``unetbench sweep studies/smoke.toml`` made once per session (the same command the docs show),
+and ``.venv``, a link to the test's own virtual environment.
 
 A block is marked by an HTML comment on the line just before its fence, words separated by
 spaces or semicolons::
 
     <!-- doc-test: skip gpu -->         not run: needs a GPU (or: server, minutes)
     <!-- doc-test: slow -->             run only under ``-m slow``
-    <!-- doc-test: postgres -->         run only under ``-m postgres``, against a throwaway
-                                        server: the placeholder URL below is replaced
+    <!-- doc-test: postgres -->         run against a throwaway server (marker postgres): the
+                                        placeholder URL below is replaced; without its
+                                        password, the password is in ``$HOME/.pgpass``
     <!-- doc-test: exit 2 -->           every command of the block must exit 2
     <!-- doc-test: output -->           every sample output line must appear in the output
     <!-- doc-test: file my.toml -->     the block is written to my.toml (in the sandbox)
@@ -55,8 +57,11 @@ DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 VENV_BIN = Path(sys.executable).parent
 SKIP_REASONS = {"gpu", "server", "minutes"}
 MAX_SKIPS = 9
-#: What a postgres block writes for the database; replaced by the test server's URL.
-PG_PLACEHOLDER = re.compile(r"postgresql\+psycopg2://unetbench:PASSWORD@db-host(:5432)?/unetbench")
+#: What a postgres block writes for the database; replaced by the test server's URL. Without
+#: ``:PASSWORD`` the block's commands run with ``HOME`` holding a ``.pgpass`` for the server.
+PG_PLACEHOLDER = re.compile(
+    r"postgresql\+psycopg2://unetbench(:PASSWORD)?@db-host(:5432)?/unetbench"
+)
 COMMAND_TIMEOUT_S = 300
 
 _FENCE = re.compile(r"^(`{3,})\s*([\w+-]*)\s*$")
@@ -176,25 +181,46 @@ def smoke_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _sandbox(tmp_path: Path, smoke: Path | None) -> Path:
     shutil.copytree(ROOT / "studies", tmp_path / "studies")
+    (tmp_path / "results").mkdir()
     if smoke is not None:
         shutil.copytree(smoke, tmp_path / "results" / "smoke")
+    (tmp_path / ".venv").symlink_to(VENV_BIN.parent)
     return tmp_path
 
 
-def _env() -> dict[str, str]:
+def _env(home: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env["VIRTUAL_ENV"] = str(VENV_BIN.parent)
     env["MPLBACKEND"] = "Agg"
     env.pop("PYTEST_ADDOPTS", None)
+    if home is not None:
+        env["HOME"] = str(home)
     return env
 
 
-def _run_command(command: str, cwd: Path, where: str, expected: int) -> str:
+def _pg_home(cwd: Path, pg_url: str) -> tuple[Path, str]:
+    """A home folder whose ``.pgpass`` holds ``pg_url``'s password, and the URL without it."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(pg_url)
+    home = cwd / "home"
+    home.mkdir(exist_ok=True)
+    pgpass = home / ".pgpass"
+    fields = [url.host, str(url.port), url.database, url.username, url.password]
+    pgpass.write_text(":".join(str(f).replace("\\", "\\\\").replace(":", "\\:") for f in fields))
+    pgpass.chmod(0o600)
+    bare = url.set(password=None).render_as_string(hide_password=False)
+    return home, bare
+
+
+def _run_command(
+    command: str, cwd: Path, where: str, expected: int, home: Path | None = None
+) -> str:
     proc = subprocess.run(
         ["bash", "-c", command],
         cwd=cwd,
-        env=_env(),
+        env=_env(home),
         capture_output=True,
         text=True,
         timeout=COMMAND_TIMEOUT_S,
@@ -211,9 +237,9 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
-def _run_console(block: Block, cwd: Path) -> None:
+def _run_console(block: Block, cwd: Path, home: Path | None = None) -> None:
     for command, sample in commands(block):
-        output = _run_command(command, cwd, block.where, block.exit_status)
+        output = _run_command(command, cwd, block.where, block.exit_status, home)
         if block.output:
             for line in sample:
                 if line.strip():
@@ -239,16 +265,21 @@ def _run_blocks(blocks: list[Block], cwd: Path, pg_url: str | None = None) -> No
     namespace: dict[str, Any] = {"__name__": "__doc_test__"}
     old = Path.cwd()
     os.chdir(cwd)
+    home, bare = _pg_home(cwd, pg_url) if pg_url is not None else (None, "")
+
+    def database(match: re.Match[str]) -> str:
+        return pg_url if match.group(1) else bare
+
     try:
         for block in blocks:
             if pg_url is not None:
-                block = dataclasses.replace(block, text=PG_PLACEHOLDER.sub(pg_url, block.text))
+                block = dataclasses.replace(block, text=PG_PLACEHOLDER.sub(database, block.text))
             if block.file is not None:
                 _write_file(block, cwd)
             elif block.lang == "python":
                 exec(compile(block.text, block.where, "exec"), namespace)
             elif block.lang == "console":
-                _run_console(block, cwd)
+                _run_console(block, cwd, home)
     finally:
         os.chdir(old)
 
@@ -346,3 +377,41 @@ def test_relative_links_exist(path: Path) -> None:
         if "://" in target or target.startswith("mailto:"):
             continue
         assert (path.parent / target).exists(), f"{path.name}: link to missing {target}"
+
+
+_COUNTS = re.compile(
+    r"all but (\d+) of them: (\d+) are marked `skip`.*? and (\d+) take longer and run with "
+    r"`bash scripts/test.sh -m slow tests/test_docs.py`. (\d+) of those in the default run "
+    r"starts a throwaway PostgreSQL server"
+)
+
+
+def test_readme_counts_the_examples_exactly() -> None:
+    """The README says which examples do not run by default; those numbers are the marks'."""
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    said = _COUNTS.search(text)
+    assert said, "README.md no longer says how many examples tests/test_docs.py runs"
+    examples = [
+        b
+        for blocks in ALL_BLOCKS.values()
+        for b in blocks
+        if b.lang in {"python", "console"} and b.file is None
+    ]
+    skipped = [b for b in examples if b.skip is not None]
+    slow = [b for b in examples if b.skip is None and b.slow]
+    postgres = [b for b in examples if b.skip is None and not b.slow and b.postgres]
+    counts = (len(skipped) + len(slow), len(skipped), len(slow), len(postgres))
+    assert tuple(int(n) for n in said.groups()) == counts
+
+
+def test_writing_a_study_shows_every_key() -> None:
+    """docs/sweeps.md's study example has every key a study accepts ([data] keys: data.md)."""
+    from unetbench.sweep import spec
+
+    block = next(b for b in ALL_BLOCKS["sweeps.md"] if b.file == "studies/my-study.toml")
+    shown = tomllib.loads(block.text)
+    assert set(shown) == spec._TOP_KEYS
+    tables = {"train": spec._TRAIN_KEYS, "storage": spec._STORAGE_KEYS,
+              "confirm": spec._CONFIRM_KEYS, "profile": spec._PROFILE_KEYS}  # fmt: skip
+    for table, keys in tables.items():
+        assert set(shown[table]) == keys, table
