@@ -10,12 +10,14 @@ into each other.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
+import io
 import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,7 +33,7 @@ from unetbench.model import UNet, get_policy
 from unetbench.model.training import deterministic_training, segmentation_loss, soft_dice_loss
 from unetbench.precision import autocast, check_precision, grad_scaler
 
-__all__ = ["TrainResult", "soft_dice_loss", "train_and_evaluate"]
+__all__ = ["TrainResult", "TrainState", "soft_dice_loss", "train_and_evaluate"]
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +60,52 @@ class TrainResult:
     train_s: float
     status: str  # 'ok' | 'diverged'
     reason: str = ""
+    state: TrainState | None = None  # where the run stopped, when asked to keep it
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The result's fields but ``state``."""
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "state"
+        }
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """Where a run stopped: everything needed to continue it as if it had not stopped (model
+    and optimizer state, the gradient scaler, the patch sampler's and torch's random state,
+    the last losses). A run continued from it takes the same steps, patches and updates as
+    one trained straight through (exactly, on the CPU)."""
+
+    seed: int
+    steps_done: int
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any] | None
+    sampler_rng: dict[str, Any]
+    torch_rng: torch.Tensor
+    losses: list[float]
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        torch.save(dataclasses.asdict(self), buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TrainState:
+        """Read :meth:`to_bytes` (tensors land on the CPU; training moves them)."""
+        raw = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return cls(**raw)
+
+
+def _on_cpu(value: Any) -> Any:
+    """A copy of a state dict with every tensor on the CPU (nested dicts and lists)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_on_cpu(v) for v in value]
+    return value
 
 
 def _to_device(array: np.ndarray, dev: torch.device) -> torch.Tensor:
@@ -108,8 +153,14 @@ def train_and_evaluate(
     device: str | torch.device = "cpu",
     checkpointing: str = "none",
     precision: str = "fp32",
+    resume: TrainState | None = None,
+    keep_state: bool = False,
 ) -> TrainResult:
     """Train ``config`` on ``data`` with Adam for ``steps`` steps or ``seconds``, then validate.
+
+    ``resume`` continues a run of the same config and ``seed`` that stopped at
+    ``resume.steps_done`` (< ``steps``) up to ``steps`` in total; ``seconds`` then limits the
+    new steps. ``keep_state`` returns the run's :class:`TrainState` in ``TrainResult.state``.
 
     Loss: cross-entropy, plus :func:`soft_dice_loss` if ``dice_loss``
     (:func:`~unetbench.model.training.segmentation_loss`, the loss the profiler's estimate and
@@ -133,6 +184,11 @@ def train_and_evaluate(
     forward = get_policy(checkpointing).forward
     check_precision(precision)
     _check(config, data, patch)
+    if resume is not None and (resume.seed != seed or resume.steps_done >= steps):
+        raise UsageError(
+            f"cannot continue a run of seed {resume.seed} at step {resume.steps_done} as seed "
+            f"{seed} up to step {steps}: the seed must match and the steps grow"
+        )
     torch.manual_seed(seed)
     model: torch.nn.Module | None = None
     optimizer: torch.optim.Optimizer | None = None
@@ -144,12 +200,21 @@ def train_and_evaluate(
         sampler = PatchSampler(data.train, patch, out, rng=np.random.default_rng(seed))
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         scaler = grad_scaler(precision, dev.type)
-        model.train()
+        done_before, prior = 0, []  # steps and last losses of the run resumed
         losses: list[float] = []  # read back, all finite
+        if resume is not None:
+            model.load_state_dict(resume.model)
+            optimizer.load_state_dict(resume.optimizer)
+            if scaler is not None and resume.scaler is not None:
+                scaler.load_state_dict(resume.scaler)
+            sampler.rng.bit_generator.state = resume.sampler_rng
+            torch.set_rng_state(resume.torch_rng)
+            done_before, prior = resume.steps_done, list(resume.losses)
+        model.train()
         pending: list[torch.Tensor] = []  # not read back yet
         reason = ""
         start = time.perf_counter()
-        for _ in range(steps):
+        for _ in range(steps - done_before):
             # The host clock needs no sync; on a GPU the host may run up to _READ_EVERY steps
             # ahead, so a time limit can be overrun by that much.
             if seconds is not None and time.perf_counter() - start >= seconds:
@@ -182,14 +247,27 @@ def train_and_evaluate(
         elif not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
             reason = f"weights became non-finite by step {len(losses)}"
         status = "diverged" if reason else "ok"
-        steps_done = len(losses)
-        train_loss = float(np.mean(losses[-_LOSS_WINDOW:])) if losses else float("nan")
+        steps_done = done_before + len(losses)
+        window = (prior + losses)[-_LOSS_WINDOW:]
+        train_loss = float(np.mean(window)) if window else float("nan")
         if status == "diverged":
             return TrainResult(0.0, 0.0, float("nan"), steps_done, train_s, status, reason)
+        state = None
+        if keep_state:
+            state = TrainState(
+                seed=seed,
+                steps_done=steps_done,
+                model=_on_cpu(model.state_dict()),
+                optimizer=_on_cpu(optimizer.state_dict()),
+                scaler=None if scaler is None else scaler.state_dict(),
+                sampler_rng=dict(sampler.rng.bit_generator.state),
+                torch_rng=torch.get_rng_state(),
+                losses=window,
+            )
         with autocast(precision, dev.type):
             dice, iou = evaluate(model, data, patch, out, n_classes=config.out_channels)
         log.debug("trained %d steps in %.1f s: dice %.3f", steps_done, train_s, dice)
-        return TrainResult(dice, iou, train_loss, steps_done, train_s, status, reason)
+        return TrainResult(dice, iou, train_loss, steps_done, train_s, status, reason, state)
     finally:
         del model, optimizer
         gc.collect()
