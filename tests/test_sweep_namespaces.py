@@ -102,6 +102,7 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.slow  # minutes of real processes: CI runs it with -m slow
 def test_pods_with_one_host_name_fail_only_the_killed_workers_trial(
     tmp_path: Path, pg_url: str
 ) -> None:

@@ -93,6 +93,7 @@ def check_study(url: str, n: int, results: list[Path]) -> list[optuna.trial.Froz
     return trials
 
 
+@pytest.mark.slow  # minutes of real processes: CI runs it with -m slow
 def test_postgres_restarted_and_stopped_mid_study_loses_no_trial_and_no_worker(
     tmp_path: Path, postgres_server: PostgresServer, pg_url: str
 ) -> None:
@@ -123,6 +124,7 @@ def test_postgres_restarted_and_stopped_mid_study_loses_no_trial_and_no_worker(
     check_study(pg_url, n, [tmp_path / h for h in hosts])
 
 
+@pytest.mark.slow  # minutes of real processes: CI runs it with -m slow
 def test_an_outage_longer_than_the_grace_period_stops_with_75_and_the_command_resumes(
     tmp_path: Path, postgres_server: PostgresServer, pg_url: str
 ) -> None:
@@ -178,6 +180,7 @@ def proxy(tmp_path: Path, pg_url: str) -> Iterator[tuple[str, list[subprocess.Po
         with_group(p, signal.SIGKILL)
 
 
+@pytest.mark.slow  # minutes of real processes: CI runs it with -m slow
 def test_the_grpc_proxy_killed_and_restarted_loses_no_trial_and_no_worker(
     tmp_path: Path, pg_url: str, proxy: tuple[str, list[subprocess.Popen[bytes]]]
 ) -> None:

@@ -252,6 +252,7 @@ def _exists(url: str) -> bool:
     return True
 
 
+@pytest.mark.slow  # minutes of real processes: CI runs it with -m slow
 def test_five_workers_started_at_once_on_an_empty_database(tmp_path: Path, pg_url: str) -> None:
     n = 5
     spec = write_study(tmp_path, n, steps=2)
@@ -262,6 +263,7 @@ def test_five_workers_started_at_once_on_an_empty_database(tmp_path: Path, pg_ur
     assert len(keys) == len(set(keys))
 
 
+@pytest.mark.slow  # minutes of real processes: CI runs it with -m slow
 def test_grid_on_four_workers_trains_every_legal_config_exactly_once(
     tmp_path: Path, pg_url: str
 ) -> None:
@@ -281,6 +283,7 @@ def _open_and_create(url: str, barrier: multiprocessing.synchronize.Barrier) -> 
     optuna.create_study(storage=store.storage, study_name="race", load_if_exists=True)
 
 
+@pytest.mark.slow  # minutes of real processes: CI runs it with -m slow
 def test_schema_creation_from_eight_processes_at_the_same_instant(pg_url: str) -> None:
     """Optuna's table creation races on an empty PostgreSQL database; the lock serialises it."""
     ctx = multiprocessing.get_context("spawn")
@@ -345,6 +348,7 @@ def test_postgres_scheme_is_read_as_postgresql(pg_url: str) -> None:
     optuna.create_study(storage=store.storage, study_name="s")
 
 
+@pytest.mark.slow  # minutes of real processes: CI runs it with -m slow
 def test_hundreds_of_workers_path_three_workers_through_the_grpc_proxy(
     tmp_path: Path, pg_url: str
 ) -> None:
@@ -398,6 +402,7 @@ def test_hundreds_of_workers_path_three_workers_through_the_grpc_proxy(
     assert [s.study_name for s in optuna.get_all_study_summaries(pg_url)] == ["multi"]
 
 
+@pytest.mark.slow  # minutes of real processes: CI runs it with -m slow
 def test_eight_workers_on_a_fresh_database_run_exactly_n_search_trials_and_the_confirmations(
     tmp_path: Path, pg_url: str
 ) -> None:
