@@ -340,3 +340,34 @@ def test_throughput_falls_back_to_the_single_flops_column() -> None:
     )
     labels = [t.get_text() for t in plot_throughput_vs_flops(single).axes[0].get_legend().texts]
     assert labels == ["checkpointing=none (1)", "checkpointing=blocks (1)"]
+
+
+def test_throughput_timed_under_load_is_drawn_hollow_and_named(tmp_path: Path) -> None:
+    df = throughput_configs()
+    df["timing_note__none"] = ["", "waited for a CPU 30% of the time", "", ""]
+    fig = plot_throughput_vs_flops(df)
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [
+        "checkpointing=none (2)",
+        "checkpointing=none, timed under load (1)",
+        "checkpointing=blocks (2)",
+    ]
+    hollow = scatter_offsets(fig, "checkpointing=none, timed under load")
+    assert hollow == pytest.approx(np.array([[20, 2e6]]))
+    assert ax.get_title().endswith("hollow: 1 timed under load, not results (see timing_note)")
+    save(fig, tmp_path, "throughput_under_load")
+
+
+def test_checkpointing_time_under_load_has_no_percentage(tmp_path: Path) -> None:
+    table = savings(4)
+    table["timing_note"] = ["", "none: load average 4 on 2 CPUs", "", ""]
+    table.loc[1, "step_time_added_pct"] = np.nan  # as checkpointing_savings leaves it
+    fig = plot_checkpointing(table)
+    _, time_ax = fig.axes
+    texts = sorted(t.get_text() for t in time_ax.texts)
+    assert texts == ["+30%", "+30%", "+30%", "timed under load"]
+    assert fig.get_suptitle().splitlines()[1] == (
+        "all 4 configs shown; 1 timed under load: their step time change is not a result"
+    )
+    save(fig, tmp_path, "checkpointing_under_load")

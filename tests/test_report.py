@@ -19,7 +19,9 @@ from unetbench.report import (
     load_study_info,
     pareto_front,
     pareto_mask,
+    stopped_trials,
 )
+from unetbench.report.configs import restore_choices
 from unetbench.studyinfo import StudyInfo, write_study_json
 
 MIB = 2**20
@@ -271,3 +273,102 @@ def test_reused_trials_count_once() -> None:
     front = pareto_front(with_copy, DICE_MEM)
     assert 99 not in set(front["trial_number"])
     assert set(front["trial_number"]) == brute_force_front(df)
+
+
+def test_searched_fields_read_back_as_the_studys_choices() -> None:
+    """A trial without a record turns a column of ints into floats and bools into objects;
+    read back, they are the study's choices again (2, not 2.0)."""
+    trials = pd.DataFrame(
+        {
+            "n_blocks": [2.0, np.nan, 4.0],
+            "attention": [True, None, False],
+            "planar_blocks": ["[0, 1]", None, "[]"],
+            "lr": [0.5, np.nan, 1e-3],  # not searched: left alone
+        }
+    )
+    search = {"n_blocks": [2, 3, 4], "attention": [False, True], "planar_blocks": [[], [0, 1]]}
+    back = restore_choices(trials, search)
+    assert back["n_blocks"].tolist() == [2, None, 4]
+    assert [type(v) for v in back["n_blocks"]] == [int, type(None), int]
+    assert back["attention"].tolist() == [True, None, False]
+    assert back["planar_blocks"].tolist() == [[0, 1], None, []]
+    assert back["lr"].equals(trials["lr"])
+
+
+def test_timings_within_their_spread_are_ties_on_the_front() -> None:
+    """The report's front is the sweep's (unetbench.ranking): a throughput better by less
+    than its interquartile range does not push an equally accurate config off the front."""
+    objectives = (Objective("val_dice", "maximize"), Objective("train_voxels_per_s", "maximize"))
+    df = pd.DataFrame(
+        {
+            "val_dice": [0.8, 0.8, 0.8],
+            "train_voxels_per_s": [1000.0, 1050.0, 2000.0],
+            "train_step_s": [1.0, 1.0, 0.5],
+            "train_step_iqr_s": [0.1, 0.1, 0.01],
+        }
+    )
+    assert pareto_mask(df, objectives).tolist() == [False, False, True]
+    df.loc[2, "train_voxels_per_s"] = 1040.0  # now within 10% of the others: a tie
+    assert pareto_mask(df, objectives).tolist() == [True, True, True]
+    exact = df.assign(train_step_iqr_s=0.0)
+    assert pareto_mask(exact, objectives).tolist() == [False, True, False]
+
+
+def test_checkpointing_time_under_load_is_flagged_not_a_result(tmp_path: Path) -> None:
+    df = sweep_shaped(make_trials())
+    df["timing_note__none"] = ""
+    df["timing_note__blocks"] = ""
+    loaded = df.index[(df.n_blocks == 3) & (df.start_filts == 16) & df.attention.astype(bool)]
+    df.loc[loaded, "timing_note__blocks"] = "waited for a CPU 40% of the time"
+    table = checkpointing_savings(df)
+    flagged = table[table["timing_note"] != ""]
+    assert flagged["timing_note"].tolist() == ["blocks: waited for a CPU 40% of the time"]
+    assert flagged["step_time_added_pct"].isna().all()
+    assert flagged["train_step_s"].notna().all()  # the measurement is kept, labelled
+    assert table.loc[table["timing_note"] == "", "step_time_added_pct"].notna().all()
+    results = write_study(tmp_path / "demo", df)
+    build_report(results, plots=False)
+    md = (results / "report" / "report.md").read_text()
+    section = md.split("## Checkpointing savings")[1].split("## ")[0]
+    line = next(row for row in section.splitlines() if "waited for a CPU" in row)
+    assert "timed under load" in line and "%" not in line.replace("40%", "")
+
+
+def test_configs_timed_under_load_are_flagged(tmp_path: Path) -> None:
+    df = sweep_shaped(make_trials())
+    df["timing_note"] = ""
+    first = df["trial_number"].iloc[1]
+    df.loc[df.index[1], "timing_note"] = "load average 5.1 on 2 CPUs"
+    results = write_study(
+        tmp_path / "demo",
+        df,
+        objectives=(Objective("val_dice", "maximize"), Objective("train_voxels_per_s", "maximize")),
+    )
+    tables = build_report(results, plots=False)
+    md = (results / "report" / "report.md").read_text()
+    assert f"**Timed under load** (trials {first}): their train_voxels_per_s" in md
+    assert "timed under load: 1 config (see timing_note)" in md
+    configs = md.split("## All configs")[1]
+    assert "timing_note" in configs.splitlines()[2] and "load average 5.1 on 2 CPUs" in configs
+    assert len(tables["configs"]) == 18
+
+
+def test_stopped_trials_are_listed_apart_with_what_measured_them() -> None:
+    df = pd.DataFrame(
+        {
+            "trial_number": [0, 1, 2, 3],
+            "trial_state": ["FAIL", "COMPLETE", "FAIL", "FAIL"],
+            "role": ["search", "search", "search", "confirm"],
+            "status": ["interrupted", "ok", "surplus", "interrupted"],
+            "reason": ["interrupted (SIGINT)", "", "surplus: done", "interrupted (SIGTERM)"],
+            "config_key": ["k1", "k1", None, "k1"],
+            "feasible": [False, True, False, False],
+        }
+    )
+    table = stopped_trials(df)
+    assert table[["trial_number", "status", "measured_by"]].values.tolist() == [
+        [0, "interrupted", "1"],
+        [2, "surplus", ""],
+        [3, "interrupted", ""],  # no confirmation of k1 completed
+    ]
+    assert failures(df).empty  # bookkeeping, not failures

@@ -185,3 +185,41 @@ def test_option_levels_follow_the_study_order() -> None:
         "True",
         "False",
     ]
+
+
+def test_config_accuracy_counts_diverged_runs_and_says_what_each_run_was() -> None:
+    """The one seed mean (unetbench.seeds): ok and diverged runs count, capped and failed
+    ones do not; ``run_status`` tells a diverged 0 from a real 0."""
+    runs = pd.DataFrame(
+        {
+            "config_key": ["a", "a", "a", "a", "b"],
+            "train_seed": [1, 2, 3, 4, 1],
+            "status": ["ok", "diverged", "ok", "error", "ok"],
+            "capped": [False, False, True, False, False],
+            "val_dice": [0.8, 0.0, 0.9, None, 0.0],
+        }
+    )
+    acc = config_accuracy(runs, ["val_dice"]).set_index("config_key")
+    assert acc.loc["a", "n_seeds"] == 2 and acc.loc["a", "seeds"] == "1,2"
+    assert acc.loc["a", "val_dice"] == pytest.approx(0.4)  # (0.8 + 0.0) / 2
+    # std = 0.5657, half width = 12.706 * 0.5657 / sqrt(2) = 5.082
+    assert acc.loc["a", "val_dice_ci95_low"] == pytest.approx(0.4 - 5.0825, abs=1e-3)
+    assert (
+        acc.loc["a", "run_status"]
+        == "1 diverged, 1 ok, 1 capped (not counted), 1 error (not counted)"
+    )
+    assert acc.loc["b", "run_status"] == "1 ok" and acc.loc["b", "val_dice"] == 0.0
+    assert seed_noise(runs, "val_dice")["configs"] == 1.0  # only "a" has two counted runs
+
+
+def test_a_field_that_cannot_be_compared_says_why() -> None:
+    configs = grid().assign(n_blocks=[2, 2, 2, 2])
+    order = {"n_blocks": ["2", "3"], "merge_mode": ["concat", "add"]}
+    diff = option_differences(configs, ["n_blocks", "merge_mode", "depth"], "val_dice", order)
+    skipped = diff[diff["design"] == "not analysed"].set_index("field")["note"].to_dict()
+    assert skipped == {
+        "n_blocks": "only configs with n_blocks = 2 have a value of val_dice; "
+        "n_blocks = 3: no value",
+        "depth": "the records have no such column",
+    }
+    assert diff.loc[diff["field"] == "merge_mode", "note"].tolist() == [""]

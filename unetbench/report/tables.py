@@ -16,6 +16,7 @@ import pandas as pd
 
 from unetbench._errors import ConfigError
 from unetbench.config import UNetConfig
+from unetbench.profiler.load import under_load
 from unetbench.ranking import ranks, spread_of
 from unetbench.studyinfo import Objective
 
@@ -46,7 +47,8 @@ _IQR = "train_step_iqr_s"
 #: Statuses of trials stopped before they measured anything: ``interrupted`` (a signal) and
 #: ``surplus`` (the study already had its trials). Bookkeeping, not outcomes of a config.
 STOPPED = ("interrupted", "surplus")
-# Where the profiler records why a timing is not to be trusted ("" when it is).
+# Where the profiler records why a timing is not to be trusted ("" when it is); the one rule
+# that reads it is unetbench.profiler.load.under_load.
 _NOTE = "timing_note"
 
 
@@ -101,7 +103,8 @@ def timing_notes(df: pd.DataFrame, mode: str | None = None) -> pd.Series:
     column = f"{_NOTE}__{mode}" if mode is not None and f"{_NOTE}__{mode}" in df.columns else _NOTE
     if column not in df.columns:
         return pd.Series("", index=df.index, dtype=object)
-    return df[column].map(lambda v: v.strip() if isinstance(v, str) else "").astype(object)
+    notes = [str(v).strip() if under_load({_NOTE: v}) else "" for v in df[column]]
+    return pd.Series(notes, index=df.index, dtype=object)
 
 
 def usable_mask(df: pd.DataFrame, *, feasible_only: bool = True) -> pd.Series:
