@@ -103,6 +103,17 @@ def test_an_untested_optuna_major_is_one_line_at_sweep_start(tmp_path: Path) -> 
         "pip install 'optuna>=5,<6'"
     ]
     assert not results.exists()
+    server = subprocess.run(
+        [*CLI, "storage-server", "--storage", f"sqlite:///{tmp_path / 'proxy.db'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert server.returncode == 2 and server.stderr.splitlines() == [
+        proc.stderr.splitlines()[0].replace("unetbench sweep:", "unetbench storage-server:")
+    ]
+    assert not (tmp_path / "proxy.db").exists()
     # `import unetbench` stays light and works; the library's sweep entry point refuses.
     probe = (
         "import unetbench\n"
