@@ -62,7 +62,7 @@ top = 2
 repeats = 2
 """
 SEARCHED = ["n_blocks", "start_filts", "normalization"]
-DELAY_S = 0.3  # one training; the same in both runs (it is each run's train_s)
+DELAY_S = 0.1  # one training; the same in both runs (it is each run's train_s)
 
 
 def spec() -> StudySpec:
@@ -75,32 +75,52 @@ def main(argv: list[str] | None = None) -> int:
     from unetbench.cli.main import guarded
     from unetbench.sweep import run_sweep
 
+    class Marked(FakeEvaluator):
+        """Leaves a marker, then waits ``pause`` seconds before each training: a window for
+        a signal that changes nothing the report shows (``train_s`` is ``delay``)."""
+
+        def __init__(self, markers: str, pause: float) -> None:
+            super().__init__(delay=DELAY_S)
+            self.markers, self.pause = markers, pause
+
+        def train(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            Path(self.markers, f"train-{time.monotonic_ns()}").touch()
+            time.sleep(self.pause)
+            return super().train(*args, **kwargs)
+
     p = argparse.ArgumentParser()
     p.add_argument("--results", required=True)
     p.add_argument("--markers", required=True)
+    p.add_argument("--pause", type=float, default=0.0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
     def sweep() -> int:
-        evaluator = FakeEvaluator(delay=DELAY_S, marker_dir=args.markers)
+        evaluator = Marked(args.markers, args.pause)
         run_sweep(spec(), results_dir=args.results, evaluator=evaluator, show_progress=False)
         return 0
 
     return guarded("sweep", sweep)
 
 
-def sweep(results: Path, markers: Path, interrupt_after: int | None = None) -> int:
-    """Run the study in a process of its own; with ``interrupt_after``, send it SIGINT as soon
-    as that many trainings have started (the signal lands while one trains)."""
+def start(results: Path, markers: Path, pause: float = 0.0) -> subprocess.Popen[str]:
     markers.mkdir(exist_ok=True)
     command = [sys.executable, __file__, "--results", str(results), "--markers", str(markers)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if interrupt_after is not None:
-        deadline = time.monotonic() + 120
-        while len(os.listdir(markers)) < interrupt_after and proc.poll() is None:
-            assert time.monotonic() < deadline, "the sweep never started training"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
+    command += ["--pause", str(pause)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def interrupt(proc: subprocess.Popen[str], markers: Path, after: int) -> None:
+    """SIGINT as soon as ``after`` trainings have started: it lands in the pause before the
+    last one trains."""
+    deadline = time.monotonic() + 120
+    while len(os.listdir(markers)) < after and proc.poll() is None:
+        assert time.monotonic() < deadline, "the sweep never started training"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+
+
+def finish(proc: subprocess.Popen[str]) -> int:
     _, err = proc.communicate(timeout=300)
     assert proc.returncode in (0, 128 + signal.SIGINT), err
     return proc.returncode
@@ -110,10 +130,13 @@ def sweep(results: Path, markers: Path, interrupt_after: int | None = None) -> i
 def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     base = tmp_path_factory.mktemp("resume")
     straight, resumed = base / "straight", base / "resumed"
-    assert sweep(straight, base / "m1") == 0
-    assert sweep(resumed, base / "m2", interrupt_after=4) == 128 + signal.SIGINT
+    first = start(straight, base / "m1")  # both at once: the test takes less wall time
+    second = start(resumed, base / "m2", pause=2.0)
+    interrupt(second, base / "m2", after=4)
+    assert finish(second) == 128 + signal.SIGINT
     stopped_at = pd.read_parquet(resumed / "resumed" / "trials.parquet")
-    assert sweep(resumed, base / "m2") == 0  # the same command again resumes
+    assert finish(start(resumed, base / "m2")) == 0  # the same command again resumes
+    assert finish(first) == 0
     out = {}
     for name, results in (("straight", straight), ("resumed", resumed)):
         study = results / "resumed"
