@@ -372,3 +372,30 @@ def test_stopped_trials_are_listed_apart_with_what_measured_them() -> None:
         [3, "interrupted", ""],  # no confirmation of k1 completed
     ]
     assert failures(df).empty  # bookkeeping, not failures
+
+
+def test_a_study_in_which_every_trial_crashed_still_reports(tmp_path: Path) -> None:
+    trials = pd.DataFrame(
+        {
+            "trial_number": [0, 1],
+            "trial_state": ["FAIL", "FAIL"],
+            "role": ["search", "search"],
+            "status": ["error", "error"],
+            "reason": ["KeyError: 'out'", "KeyError: 'out'"],
+            "error_type": ["KeyError", "KeyError"],
+            "feasible": [False, False],
+            "config_key": ["k0", "k1"],
+            "n_blocks": [2, 3],
+            "start_filts": [8, 8],
+            "attention": [False, False],
+        }
+    )
+    results = write_study(tmp_path / "crashed", trials)
+    tables = build_report(results, plots=False)
+    assert tables["pareto"].empty and len(tables["configs"]) == 2
+    assert tables["failures"][["kind", "n_trials", "n_configs"]].values.tolist() == [
+        ["error", 2, 2]
+    ]
+    md = (results / "report" / "report.md").read_text()
+    assert "configs: 2 error; 0 trained (0 counted runs)" in md
+    assert "- n_blocks: not analysed for val_dice: no config has a value of val_dice." in md

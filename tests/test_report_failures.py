@@ -28,13 +28,13 @@ class CrashOnce(TorchEvaluator):
         self.crashed = False
 
     def train(
-        self, spec: StudySpec, config: Any, data: Any, checkpointing: str, *, seed: int
+        self, spec: StudySpec, config: Any, data: Any, checkpointing: str, **kwargs: Any
     ) -> dict[str, Any]:
         if not self.crashed:
             self.crashed = True
             sizes = {"in": config.in_channels}
             return {"out": sizes["out"]}
-        return super().train(spec, config, data, checkpointing, seed=seed)
+        return super().train(spec, config, data, checkpointing, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +91,14 @@ def test_the_crashed_config_is_counted_as_one_error_not_as_a_result(
     header = summarize(tables, load_study_info(study)).splitlines()
     assert header[0].startswith(f"study smoke: {3 - retried} configs in 3 trials (3 search)")
     assert header[1].startswith("configs: 2 feasible" + ("" if retried else ", 1 error"))
+
+
+def test_the_command_line_says_where_the_tracebacks_are(
+    crashed: tuple[Path, dict[str, pd.DataFrame]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from unetbench.cli.main import main
+
+    study, _ = crashed
+    assert main(["report", str(study), "--no-plots"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == f"tracebacks of 1 crashed trial(s): {study / 'report'}/failures.txt"

@@ -36,6 +36,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from unetbench.report import build_report, load_study_info, summarize
+    from unetbench.report.build import TRACEBACKS
     from unetbench.units import parse_bytes
 
     budget = (
@@ -47,4 +48,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or args.results / "report"
     print(summarize(tables, info))
     print(f"report written to {out}/report.md ({len(list(Path(out).glob('*.png')))} plots)")
+    if (Path(out) / TRACEBACKS).is_file():
+        crashed = int(tables["failures"].query("kind == 'error'")["n_trials"].sum())
+        print(f"tracebacks of {crashed} crashed trial(s): {out}/{TRACEBACKS}")
     return 0

@@ -101,7 +101,7 @@ def build_report(
     # costs), and diverged ones: their Dice of 0 counts (unetbench.seeds) and is the effect.
     trained = configs[usable_mask(configs, feasible_only=False) | configs["n_seeds"].gt(0)]
     order = {f: [str(v) for v in choices] for f, choices in info.search.items()}
-    columns = [o.column for o in info.objectives if o.column in configs.columns]
+    columns = [o.column for o in info.objectives]
     # Every searched field, present or not: one that cannot be analysed says why.
     wanted = list(info.searched_fields) or fields
     effects = _stack(
@@ -150,11 +150,10 @@ def _stack(parts: list[pd.DataFrame]) -> pd.DataFrame:
 def _front(configs: pd.DataFrame, info: StudyInfo) -> pd.DataFrame:
     """Configs on the Pareto front, best first on the first objective, with Dice ties."""
     first = info.objectives[0]
-    front = (
-        configs[configs["on_pareto_front"]]
-        .sort_values(first.column, ascending=first.direction == "minimize")
-        .reset_index(drop=True)
-    )
+    front = configs[configs["on_pareto_front"]]
+    if first.column in front.columns:
+        front = front.sort_values(first.column, ascending=first.direction == "minimize")
+    front = front.reset_index(drop=True)
     accuracy = [o.column for o in info.objectives if o.column in RUN_METRICS]
     if accuracy and f"{accuracy[0]}_ci95_low" in front.columns:
         front["ties"] = overlapping(front, accuracy[0])

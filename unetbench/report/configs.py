@@ -121,7 +121,10 @@ def config_table(
     keep = [c for c in configs.columns if c not in accuracy.columns or c == "config_key"]
     table = configs[keep].merge(accuracy, on="config_key", how="left")
     table["n_seeds"] = table["n_seeds"].fillna(0).astype(int)
-    table["on_pareto_front"] = pareto_mask(table, objectives)
+    # A study in which nothing finished (every trial crashed) has no front, and may not
+    # even have the objectives' columns: its report is its failures.
+    usable = usable_mask(table).any()
+    table["on_pareto_front"] = pareto_mask(table, objectives) if usable else False
     return _whole_numbers_as_ints(table)
 
 

@@ -140,7 +140,7 @@ def option_levels(
     Options come in ``order`` (the study's order of each field's choices) where given.
     """
     rows = []
-    for field in [f for f in fields if f in configs.columns]:
+    for field in [f for f in fields if f in configs.columns and objective in configs.columns]:
         values = configs[field].map(lambda v: None if v is None or v != v else str(v))
         groups = dict(list(configs.groupby(values, sort=False)))
         known = [str(o) for o in (order or {}).get(field, []) if str(o) in groups]
@@ -181,6 +181,8 @@ def option_differences(
     ``note``, so no searched field drops out of the report without a word.
     """
     present = [f for f in fields if f in configs.columns]
+    if objective not in configs.columns:  # nothing measured it (every trial crashed...)
+        configs = configs.assign(**{objective: math.nan})
     data = configs.copy()
     for field in present:
         data[field] = data[field].map(lambda v: None if v is None or v != v else str(v))
