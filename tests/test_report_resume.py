@@ -62,6 +62,9 @@ top = 2
 repeats = 2
 """
 SEARCHED = ["n_blocks", "start_filts", "normalization"]
+# Three sweeps, one interrupted by a signal to its process: about a minute, outside the
+# default run (.ci/run runs it with the other slow tests).
+pytestmark = pytest.mark.slow
 DELAY_S = 0.1  # one training; the same in both runs (it is each run's train_s)
 
 
