@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from unetbench import ConfigError, UNet, UNetConfig, UsageError
@@ -111,3 +113,123 @@ def test_2d_config() -> None:
     row = plan(UNetConfig(dim=2, n_blocks=2, start_filts=4), "8MiB", (16, 32), vary="shape")
     h, w = (int(s) for s in row.iloc[0]["input_shape"].split("x"))
     assert row.iloc[0]["fits"] and w == 2 * h
+
+
+POLICIES = ("none", "blocks", "top_units", "lean", "cheap")
+SOME = ("none", "cheap")
+# (config kwargs, reference shape, budgets, policies, precisions, memory formats): every kind
+# of config the scaled estimate covers, and 'valid' mode, which it does not (each candidate is
+# traced there).
+EXACT_CASES = [
+    (dict(n_blocks=2, start_filts=4), (8, 16, 16), ("6MiB", "24MiB"), POLICIES,
+     ("fp32", "bf16"), ("contiguous",)),
+    (dict(n_blocks=2, start_filts=4), (8, 16, 16), ("6MiB",), SOME, ("bf16",),
+     ("channels_last",)),
+    (dict(n_blocks=3, start_filts=4, planar_blocks=(0,)), (4, 16, 16), ("8MiB",), POLICIES,
+     ("fp32",), ("contiguous",)),
+    (dict(n_blocks=2, start_filts=4, attention=True, up_mode="resizeconv_linear"), (8, 8, 8),
+     ("8MiB",), SOME, ("fp32", "bf16"), ("contiguous",)),
+    (dict(n_blocks=2, start_filts=4, merge_mode="add", normalization="instance"), (8, 8, 8),
+     ("8MiB",), SOME, ("fp32",), ("contiguous",)),
+    (dict(n_blocks=3, start_filts=4, dim=2, out_channels=1), (16, 16), ("2MiB",), SOME,
+     ("fp32",), ("contiguous",)),
+    (dict(n_blocks=2, start_filts=4, conv_mode="valid"), (20, 20, 20), ("16MiB",), ("lean",),
+     ("fp32",), ("contiguous",)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "shape", "budgets", "policies", "precisions", "formats"), EXACT_CASES
+)
+def test_every_planned_estimate_is_the_traced_estimate(
+    kwargs: dict,
+    shape: tuple[int, ...],
+    budgets: tuple[str, ...],
+    policies: tuple[str, ...],
+    precisions: tuple[str, ...],
+    formats: tuple[str, ...],
+) -> None:
+    """Whatever plan reports as an estimate is exactly what a fake step at that size gives,
+    for every policy, precision, memory format, budget and both directions."""
+    cfg = UNetConfig(**kwargs)
+    frame = plan(
+        cfg, budgets, shape, checkpointing=policies, precision=precisions, memory_format=formats
+    )
+    assert len(frame) == len(budgets) * len(precisions) * len(formats) * 2 * len(policies)
+    assert frame["fits"].any()
+    for row in frame.itertuples():
+        spatial = tuple(int(s) for s in row.input_shape.split("x"))
+        traced = estimate_train_memory(
+            cfg, spatial, row.batch_size, row.checkpointing, row.precision,
+            memory_format=row.memory_format,
+        )  # fmt: skip
+        assert row.est_peak_mem_train_bytes == traced, row
+
+
+def test_planned_estimate_with_dice_loss_and_fixed_depth_is_traced() -> None:
+    cfg = UNetConfig(n_blocks=3, start_filts=4)
+    frame = plan(cfg, "12MiB", (8, 16, 32), fixed_depth=8, checkpointing=SOME,
+                 dice_loss=True)  # fmt: skip
+    assert frame["dice_loss"].all()
+    for row in frame.itertuples():
+        spatial = tuple(int(s) for s in row.input_shape.split("x"))
+        assert spatial[0] == 8 or row.vary == "batch"
+        traced = estimate_train_memory(
+            cfg, spatial, row.batch_size, row.checkpointing, dice_loss=True
+        )
+        assert row.est_peak_mem_train_bytes == traced
+
+
+def test_scaled_estimate_equals_traced_at_any_batch_and_shape() -> None:
+    from unetbench.profiler.memory import scaled_peak_bytes
+
+    cfg = UNetConfig(n_blocks=3, start_filts=4)
+    for name in POLICIES:
+        for precision in ("fp32", "bf16") if name in SOME else ("fp32",):
+            scaled = scaled_peak_bytes(cfg, (8, 16, 16), name, precision, "cuda")
+            assert scaled is not None
+            for batch, spatial in [(1, (8, 16, 16)), (5, (8, 16, 16)), (2, (16, 24, 40)),
+                                   (3, (4, 4, 4))]:  # fmt: skip
+                traced = estimate_train_memory(cfg, spatial, batch, name, precision, "cuda")
+                assert scaled(batch, spatial) == traced, (name, precision, batch, spatial)
+    assert scaled_peak_bytes(UNetConfig(n_blocks=2, conv_mode="valid"), (20, 20, 20)) is None
+
+
+def test_cuda_plan_keeps_the_measured_margin_for_policies_with_a_gap() -> None:
+    from unetbench.profiler.planner import CUDA_GAP_MARGIN
+
+    frame = plan(TINY, "600MiB", (8, 16, 16), checkpointing=POLICIES, device="cuda",
+                 memory_headroom=0, vary="shape")  # fmt: skip
+    cpu = plan(TINY, "600MiB", (8, 16, 16), checkpointing=POLICIES, device="cpu", vary="shape")
+    for row, on_cpu in zip(frame.itertuples(), cpu.itertuples(), strict=True):
+        extra = row.opt_state_bytes + row.batch_bytes
+        gap = CUDA_GAP_MARGIN.get(row.checkpointing, 0.0)
+        assert row.gap_margin_bytes == math.ceil(gap * row.est_peak_mem_train_bytes)
+        assert row.total_bytes == row.est_peak_mem_train_bytes + row.gap_margin_bytes + extra
+        assert row.total_bytes <= 600 * MiB
+        assert on_cpu.gap_margin_bytes == 0 and on_cpu.note == ""
+        if gap:
+            assert (
+                row.note == f"{row.checkpointing}: CUDA allocates up to {gap:.0%} more "
+                "than the estimate (measured); that margin of the estimate is kept free"
+            )
+            assert row.voxels < on_cpu.voxels  # the margin costs patch size
+        else:
+            assert row.note == "" and row.voxels == on_cpu.voxels
+
+
+def test_cli_plans_two_budgets_and_precisions_in_one_call(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from unetbench.cli.main import main
+
+    code = main(["plan", "--set", "n_blocks=2", "--set", "start_filts=4", "--budget",
+                 "6MiB,24MiB", "--shape", "8,16,16", "--checkpointing", "none,lean",
+                 "--precision", "fp32,bf16", "--device", "cuda", "--headroom", "0"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.count(" lean ") >= 8 and out.count(" bf16 ") == 8  # 2 budgets x 2 vary x 2
+    assert out.strip().splitlines()[-1] == (
+        "note: lean: CUDA allocates up to 12% more than the estimate (measured); that margin "
+        "of the estimate is kept free"
+    )

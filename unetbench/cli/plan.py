@@ -9,8 +9,9 @@ from unetbench.cli import _common as _cli
 from unetbench.units import parse_bytes
 
 _SHOWN = (
-    "vary", "checkpointing", "checkpointing_chosen", "precision", "batch_size", "input_shape",
-    "fits", "est_peak_mem_train_bytes", "total_bytes", "headroom_bytes", "budget_bytes",
+    "vary", "checkpointing", "checkpointing_chosen", "precision", "memory_format",
+    "batch_size", "input_shape", "fits", "est_peak_mem_train_bytes", "gap_margin_bytes",
+    "total_bytes", "headroom_bytes", "budget_bytes",
 )  # fmt: skip
 
 
@@ -22,7 +23,9 @@ def add_parser(subparsers: Any) -> None:
         description="Size patches and batches for a GPU memory budget without allocating.",
     )
     _cli.add_config_arguments(p)
-    p.add_argument("--budget", required=True, help="memory budget, e.g. 11GiB, 8GB, 512MiB")
+    p.add_argument(
+        "--budget", required=True, help="memory budget(s), e.g. 11GiB, 8GB, 512MiB or 11GiB,24GiB"
+    )
     p.add_argument("--shape", help="reference shape: aspect ratio kept, batch grown at it")
     p.add_argument("--batch", type=int, default=1, help="batch size while the shape grows")
     p.add_argument("--fixed-depth", type=int, help="keep the first axis at this size")
@@ -33,12 +36,21 @@ def add_parser(subparsers: Any) -> None:
         help="policies, or auto: the largest size any policy reaches (default none,blocks)",
     )
     p.add_argument(
-        "--precision", default="fp32", help="fp32, bf16 or fp16 (autocast; default fp32)"
+        "--precision", default="fp32", help="fp32, bf16 and/or fp16 (autocast; default fp32)"
+    )
+    p.add_argument(
+        "--memory-format",
+        default="contiguous",
+        help="contiguous and/or channels_last (weights and input; default contiguous)",
+    )
+    p.add_argument(
+        "--dice-loss", action="store_true", help="the step's loss adds soft Dice (as training)"
     )
     p.add_argument(
         "--device",
         default="cpu",
-        help="where training will run: cuda keeps a 512 MiB headroom free (default cpu)",
+        help="where training will run: cuda keeps a 512 MiB headroom free, and a margin for "
+        "policies with a known CUDA gap (default cpu)",
     )
     p.add_argument("--headroom", default=None, help="bytes of the budget kept free, e.g. 1GiB")
     p.add_argument(
@@ -49,22 +61,25 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Plan, print the table, optionally write it; 1 if nothing fits."""
-    from unetbench.precision import check_precision
+    from unetbench.model.training import parse_memory_formats
+    from unetbench.precision import parse_precisions
     from unetbench.profiler import plan
 
     out = _cli.check_out(args.out)
     config = _cli.config_from_args(args)
     frame = plan(
         config,
-        parse_bytes(args.budget, "--budget"),
+        [parse_bytes(b, "--budget") for b in _cli.parse_list(args.budget, "--budget")],
         _cli.parse_shape(args.shape),
         batch_size=args.batch,
         fixed_depth=args.fixed_depth,
         vary=_cli.parse_list(args.vary, "--vary"),
         checkpointing=_cli.parse_list(args.checkpointing, "--checkpointing"),
         optimizer=args.optimizer,
-        precision=check_precision(args.precision),
+        precision=parse_precisions(args.precision),
         device=args.device,
+        memory_format=parse_memory_formats(args.memory_format),
+        dice_loss=args.dice_loss,
         memory_headroom=None
         if args.headroom is None
         else parse_bytes(args.headroom, "--headroom", allow_zero=True),
@@ -74,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         "which must fit the budget less the headroom"
     )
     print(_cli.readable(frame, _SHOWN))
+    for note in dict.fromkeys(n for n in frame["note"] if n):
+        print(f"note: {note}")
     if out is not None:
         _cli.write_frame(frame, out)
         print(f"wrote {len(frame)} rows to {out}")

@@ -24,6 +24,7 @@ __all__ = [
     "parse_memory_formats",
     "segmentation_loss",
     "soft_dice_loss",
+    "to_memory_format",
     "torch_memory_format",
 ]
 
@@ -88,6 +89,21 @@ def parse_memory_formats(value: str | Iterable[str]) -> tuple[str, ...]:
     if not names:
         raise UsageError(f"no memory format given; choose from {', '.join(MEMORY_FORMATS)}")
     return tuple(dict.fromkeys(check_memory_format(n) for n in names))
+
+
+def to_memory_format(model: torch.nn.Module, name: str, dim: int) -> torch.nn.Module:
+    """Lay out ``model``'s convolution weights in ``name`` (in place; returns ``model``).
+
+    What ``Module.to(memory_format=...)`` does, through ``.data`` so that it also works on a
+    fake-tensor model (whose parameters cannot be swapped).
+    """
+    fmt = torch_memory_format(name, dim)
+    if fmt is torch.contiguous_format:
+        return model
+    for p in model.parameters():
+        if p.dim() == dim + 2:
+            p.data = p.data.contiguous(memory_format=fmt)
+    return model
 
 
 def torch_memory_format(name: str, dim: int) -> torch.memory_format:

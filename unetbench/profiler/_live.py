@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -24,12 +25,17 @@ __all__ = ["LivePeak"]
 class LivePeak(TorchDispatchMode):
     """Dispatch mode recording the peak bytes of live tensor storages (``.peak``)."""
 
-    def __init__(self, trace: bool = False) -> None:
+    def __init__(self, trace: bool = False, classify: Callable[[int], int] | None = None) -> None:
         super().__init__()
         self.live = 0
         self.peak = 0
         #: With ``trace``, the live bytes after each new storage: the peak is their maximum.
         self.trace: list[int] | None = [] if trace else None
+        #: With ``classify`` (storage bytes -> class index), the live bytes of each class
+        #: after each new storage (with ``trace``).
+        self.classify = classify
+        self.class_trace: list[tuple[tuple[int, int], ...]] = []
+        self._by_class: dict[int, int] = {}
         self._sizes: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._refs: dict[int, weakref.ref[Any]] = {}
 
@@ -44,8 +50,13 @@ class LivePeak(TorchDispatchMode):
         self._refs[key] = weakref.ref(st, functools.partial(self._free, nbytes, key))
         self.live += nbytes
         self.peak = max(self.peak, self.live)
+        if self.classify is not None:
+            c = self.classify(nbytes)
+            self._by_class[c] = self._by_class.get(c, 0) + nbytes
         if self.trace is not None:
             self.trace.append(self.live)
+            if self.classify is not None:
+                self.class_trace.append(tuple(sorted(self._by_class.items())))
 
     def track_module(self, model: nn.Module) -> None:
         """Count a model's parameters and buffers (created before tracking started)."""
@@ -54,6 +65,8 @@ class LivePeak(TorchDispatchMode):
 
     def _free(self, nbytes: int, key: int, _ref: object = None) -> None:
         self.live -= nbytes
+        if self.classify is not None:
+            self._by_class[self.classify(nbytes)] -= nbytes
         self._refs.pop(key, None)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:

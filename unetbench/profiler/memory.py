@@ -27,6 +27,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,7 +35,12 @@ from unetbench._errors import UsageError
 from unetbench.budget import default_headroom_bytes
 from unetbench.device_names import device_type
 from unetbench.model.policies import CheckpointPolicy, get_policy
-from unetbench.model.training import deterministic_training
+from unetbench.model.training import (
+    check_memory_format,
+    deterministic_training,
+    to_memory_format,
+    torch_memory_format,
+)
 from unetbench.precision import check_precision, cuda_rules_on_cpu
 from unetbench.profiler import _step
 from unetbench.profiler._live import LivePeak
@@ -49,6 +55,7 @@ __all__ = [
     "estimate_train_memory",
     "memtracker_peak_bytes",
     "model_bytes",
+    "scaled_peak_bytes",
     "step_extra_bytes",
     "tracked_peak_bytes",
 ]
@@ -84,9 +91,7 @@ def step_extra_bytes(
             f"optimizer must be one of {', '.join(OPT_STATE_FACTOR)}, got {optimizer!r}"
         )
     cfg = _step.config_of(config)
-    with _FAKE_LOCK:
-        _, model = _fake_model(cfg)
-        n_params = sum(p.numel() for p in model.parameters())
+    n_params = _n_params(cfg)
     n, spatial = full_shape[0], tuple(full_shape[2:])
     in_voxels = n * math.prod(spatial)
     out_voxels = n * math.prod(cfg.output_shape(spatial))
@@ -104,12 +109,15 @@ def estimate_step_bytes(
     optimizer: str = "adam",
     *,
     dice_loss: bool = False,
+    memory_format: str = "contiguous",
 ) -> StepBytes:
     """The fake-tensor peak of a training step at ``full_shape`` (N, C, *spatial) with the
-    optimizer state and batch it needs beside it; ``dice_loss`` as in training."""
+    optimizer state and batch it needs beside it; ``dice_loss`` and ``memory_format`` as in
+    :func:`estimate_train_memory`."""
     peak = estimate_train_memory(
-        config, full_shape, 1, checkpointing, precision, device, dice_loss=dice_loss
-    )
+        config, full_shape, 1, checkpointing, precision, device,
+        dice_loss=dice_loss, memory_format=memory_format,
+    )  # fmt: skip
     return StepBytes(peak, *step_extra_bytes(config, full_shape, optimizer))
 
 
@@ -190,6 +198,7 @@ def estimate_train_memory(
     device: str = "cpu",
     *,
     dice_loss: bool = False,
+    memory_format: str = "contiguous",
 ) -> int:
     """Peak bytes of one training step of ``config``, estimated on fake tensors.
 
@@ -207,6 +216,8 @@ def estimate_train_memory(
             (which differ from the CPU's for pooling and group/layer norm), anything else the
             CPU's; it does not change fp32.
         dice_loss: The loss adds the soft Dice loss, as training with ``dice_loss`` does.
+        memory_format: "contiguous" or "channels_last": the layout of the weights and the
+            input (channels-last convolutions allocate their outputs and gradients so too).
 
     Raises:
         ConfigError: Illegal shape for the config.
@@ -215,7 +226,8 @@ def estimate_train_memory(
     cfg = _step.config_of(config)
     full = _step.resolve_shape(cfg, input_shape, batch_size)
     return max(_step_trace(cfg, full, get_policy(checkpointing), check_precision(precision),
-                           device_type(device) == "cuda", bool(dice_loss)))  # fmt: skip
+                           device_type(device) == "cuda", bool(dice_loss),
+                           check_memory_format(memory_format)))  # fmt: skip
 
 
 def batch_peak_bytes(
@@ -226,6 +238,7 @@ def batch_peak_bytes(
     device: str = "cpu",
     *,
     dice_loss: bool = False,
+    memory_format: str = "contiguous",
 ) -> Callable[[int], int] | None:
     """:func:`estimate_train_memory` at every batch size of one spatial shape, from two steps.
 
@@ -240,12 +253,12 @@ def batch_peak_bytes(
     cfg = _step.config_of(config)
     policy, cuda = get_policy(checkpointing), device_type(device) == "cuda"
     check_precision(precision)
+    check_memory_format(memory_format)
     one, two = (
-        _step_trace(
-            cfg, _step.resolve_shape(cfg, input_shape, n), policy, precision, cuda, dice_loss
-        )
+        _step_trace(cfg, _step.resolve_shape(cfg, input_shape, n), policy, precision, cuda,
+                    bool(dice_loss), memory_format)
         for n in (1, 2)
-    )
+    )  # fmt: skip
     if len(one) != len(two):
         return None
     steps = [b - a for a, b in zip(one, two, strict=True)]
@@ -256,6 +269,132 @@ def batch_peak_bytes(
     return peak
 
 
+def scaled_peak_bytes(
+    config: Any,
+    input_shape: tuple[int, ...] | list[int],
+    checkpointing: str = "none",
+    precision: str = "fp32",
+    device: str = "cpu",
+    *,
+    dice_loss: bool = False,
+    memory_format: str = "contiguous",
+) -> Callable[[int, tuple[int, ...]], int] | None:
+    """:func:`estimate_train_memory` at every batch size and legal shape, from one fake step.
+
+    In 'same' mode every legal size halves exactly at each pooling, so each tensor of a step
+    holds ``c``, ``c * N``, ``c * V / F`` or ``c * N * V / F`` elements for ``N`` samples
+    of ``V`` voxels (``F`` the pooling factor of its level): weights and their gradients,
+    per-sample norm statistics, activations. The live bytes after the i-th allocation are
+    then ``a_i + b_i * N + c_i * V + d_i * N * V``. One step at a prime batch size ``P`` and
+    a shape whose every axis holds another prime ``Q`` (neither dividing any other size of
+    the network) tells the four parts apart by divisibility, and the peak at ``(N, spatial)``
+    is the maximum over i, in integer arithmetic: the number a fake step there gives.
+
+    ``input_shape`` only checks the config and shape (any legal shape gives the same
+    answers). None in 'valid' mode (sizes shrink by a constant, not a factor) or if some
+    tensor fits none of the four forms; then each shape needs its own step.
+    """
+    cfg = _step.config_of(config)
+    _step.resolve_shape(cfg, input_shape, 1)
+    if cfg.conv_mode != "same":
+        return None
+    policy, cuda = get_policy(checkpointing), device_type(device) == "cuda"
+    split = _split_trace(cfg, policy, check_precision(precision), cuda, bool(dice_loss),
+                         check_memory_format(memory_format))  # fmt: skip
+    if split is None:
+        return None
+    p, q_voxels, lines = split
+    coeffs = np.array([[float(x) for x in line] for line in lines])
+
+    def peak(batch: int, spatial: tuple[int, ...]) -> int:
+        voxels = math.prod(spatial)
+        # Floats find the few lines that can be the maximum; integers give it exactly.
+        approx = coeffs @ np.array([1.0, batch / p, voxels / q_voxels,
+                                    batch * voxels / (p * q_voxels)])  # fmt: skip
+        top = np.flatnonzero(approx >= approx.max() * (1 - 1e-9))
+        best = 0
+        for i in top:
+            a, b, c, d = lines[i]
+            c_part, c_rest = divmod(c * voxels, q_voxels)
+            d_part, d_rest = divmod(d // p * batch * voxels, q_voxels)
+            if c_rest or d_rest:
+                raise ArithmeticError(f"{spatial} is not a legal shape of this config")
+            best = max(best, a + b // p * batch + c_part + d_part)
+        return best
+
+    return peak
+
+
+@functools.lru_cache(maxsize=64)
+def _split_trace(
+    cfg: Any,
+    policy: CheckpointPolicy,
+    precision: str,
+    cuda_rules: bool,
+    dice_loss: bool,
+    memory_format: str,
+) -> tuple[int, int, tuple[tuple[int, int, int, int], ...]] | None:
+    """``(P, voxels of the traced shape, live bytes per allocation as (constant,
+    batch-proportional, voxel-proportional, both))`` of the fake step that
+    :func:`scaled_peak_bytes` describes, with dominated allocations left out; None if a
+    tensor fits none of the four forms."""
+    base = [2 * _legal_sizes(cfg, axis)[0] for axis in range(cfg.dim)]
+    sizes = {d for p in _fake_model(cfg, memory_format)[1].parameters() for d in p.shape}
+    sizes |= {m // 2**k for m in base for k in range(m.bit_length())}
+    avoid = {n for d in sizes for n in (d - 1, d, d + 1, 2 * d) if n > 1}
+    p = _next_prime(10, avoid)
+    q = _next_prime(p, avoid)
+    spatial = tuple(q * m for m in base)
+
+    def classify(nbytes: int) -> int:
+        q_power = 0
+        while nbytes % q == 0 and q_power <= cfg.dim:
+            nbytes //= q
+            q_power += 1
+        if q_power not in (0, cfg.dim):
+            return -1  # proportional to some axes only: not a form scaled_peak_bytes knows
+        return (nbytes % p == 0) + 2 * (q_power == cfg.dim)
+
+    tracker = _trace(
+        cfg, (p, cfg.in_channels, *spatial), policy, precision, cuda_rules, dice_loss,
+        memory_format, classify,
+    )  # fmt: skip
+    lines: set[tuple[int, int, int, int]] = set()
+    for by_class in tracker.class_trace:
+        parts = dict(by_class)
+        if parts.get(-1):
+            return None
+        lines.add((parts.get(0, 0), parts.get(1, 0), parts.get(2, 0), parts.get(3, 0)))
+    # Drop allocations another one matches or beats in all four parts (never the maximum).
+    ordered = sorted(lines, key=sum, reverse=True)
+    kept: list[tuple[int, int, int, int]] = []
+    for line in ordered:
+        if not any(all(k >= x for k, x in zip(other, line, strict=True)) for other in kept):
+            kept.append(line)
+    return p, math.prod(spatial), tuple(kept)
+
+
+@functools.lru_cache(maxsize=32)
+def _legal_sizes(cfg: Any, axis: int) -> list[int]:
+    """Legal input sizes along ``axis`` up to 8192, smallest first."""
+    sizes: list[int] = cfg.valid_input_sizes(range(1, 8193), axis=axis)
+    return sizes
+
+
+def _next_prime(n: int, avoid: set[int]) -> int:
+    """The smallest prime above ``n`` that divides nothing in ``avoid``."""
+    k = n + 1
+    while any(k % f == 0 for f in range(2, math.isqrt(k) + 1)) or any(a % k == 0 for a in avoid):
+        k += 1
+    return k
+
+
+@functools.lru_cache(maxsize=16)
+def _n_params(cfg: Any) -> int:
+    with _FAKE_LOCK:
+        return sum(p.numel() for p in _fake_model(cfg, "contiguous")[1].parameters())
+
+
 @functools.lru_cache(maxsize=64)
 def _step_trace(
     cfg: Any,
@@ -264,38 +403,54 @@ def _step_trace(
     precision: str,
     cuda_rules: bool,
     dice_loss: bool,
+    memory_format: str = "contiguous",
 ) -> tuple[int, ...]:
     """Live bytes after each allocation of one training step on fake tensors, under
     training's deterministic flags; its maximum is the step's peak. Kept because planning
     asks for the same step more than once."""
+    tracker = _trace(cfg, full, policy, precision, cuda_rules, dice_loss, memory_format, None)
+    return tuple(tracker.trace or (0,))
+
+
+def _trace(
+    cfg: Any,
+    full: tuple[int, ...],
+    policy: CheckpointPolicy,
+    precision: str,
+    cuda_rules: bool,
+    dice_loss: bool,
+    memory_format: str,
+    classify: Callable[[int], int] | None,
+) -> LivePeak:
     with _FAKE_LOCK:
-        mode, model = _fake_model(cfg)
+        mode, model = _fake_model(cfg, memory_format)
         with mode, deterministic_training():
             model.train()
             x, target = _step.make_batch(cfg, full)
+            x = x.contiguous(memory_format=torch_memory_format(memory_format, cfg.dim))
             with cuda_rules_on_cpu() if cuda_rules else nullcontext():
-                tracker = _tracked(
-                    lambda: _step.train_step(
+                tracker = LivePeak(trace=True, classify=classify)
+                tracker.track_module(model)
+                with tracker:
+                    _step.train_step(
                         model, policy, x, target, precision=precision, dice_loss=dice_loss
-                    ),
-                    model,
-                    trace=True,
-                )
+                    )
             for p in model.parameters():
                 p.grad = None
-        return tuple(tracker.trace or (0,))
+        return tracker
 
 
 _FAKE_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=8)
-def _fake_model(config: Any) -> tuple[Any, nn.Module]:
-    """A fake-tensor model of ``config`` with its fake mode, built once and reused (building
-    costs as much as a fake step; planning calls the estimate many times)."""
+def _fake_model(config: Any, memory_format: str = "contiguous") -> tuple[Any, nn.Module]:
+    """A fake-tensor model of ``config`` in ``memory_format`` with its fake mode, built once
+    and reused (building costs as much as a fake step; planning calls the estimate many
+    times)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     mode = FakeTensorMode()
     with mode:
-        model = _step.build_model(config)
+        model = to_memory_format(_step.build_model(config), memory_format, config.dim)
     return mode, model

@@ -3,8 +3,15 @@
 Every candidate is sized with the fake-tensor estimate (nothing is allocated), so a 40 GiB GPU
 can be planned on a laptop. A step fits when its estimated peak (parameters, gradients,
 activations) plus the optimizer state and the input batch stays within the budget.
-Memory grows about linearly with voxels and batch, so a linear fit of two cheap estimates
-predicts the answer and a few more estimates confirm it.
+In 'same' mode one fake step per (policy, precision, memory format) gives the exact estimate
+at every batch and shape (:func:`~unetbench.profiler.memory.scaled_peak_bytes`), so a plan
+for several budgets, policies and precisions costs a handful of fake steps; in 'valid' mode
+each candidate is traced, and a linear fit of two estimates predicts the answer.
+
+On CUDA, ``lean``, ``cheap`` and ``top_units`` allocate more than the fake step shows (the
+device check measured up to 11.5%, 22.8% and 34.1% over, docs/benchmarks.md): until that gap
+is modelled, a CUDA plan for them keeps :data:`CUDA_GAP_MARGIN` of the estimate free
+(``gap_margin_bytes``) and says so in ``note``.
 """
 
 from __future__ import annotations
@@ -17,30 +24,55 @@ from typing import Any
 import pandas as pd
 
 from unetbench._errors import UsageError
+from unetbench.device_names import device_type
 from unetbench.model.policies import get_policy, policy_names
-from unetbench.precision import check_precision
+from unetbench.model.training import parse_memory_formats
+from unetbench.precision import parse_precisions
 from unetbench.profiler import _step
-from unetbench.profiler.auto import AUTO, choose_policy
+from unetbench.profiler.auto import AUTO
 from unetbench.profiler.memory import (
     OPT_STATE_FACTOR,
     StepBytes,
+    _legal_sizes,
     batch_peak_bytes,
     default_headroom_bytes,
     estimate_train_memory,
+    scaled_peak_bytes,
     step_extra_bytes,
 )
 from unetbench.shapes import fmt_shape
 from unetbench.units import parse_bytes
 
-__all__ = ["PLAN_COLUMNS", "plan"]
+__all__ = ["CUDA_GAP_MARGIN", "PLAN_COLUMNS", "gap_note", "plan"]
 
 PLAN_COLUMNS = (
-    "vary", "checkpointing", "checkpointing_chosen", "precision", "batch_size", "input_shape",
-    "voxels", "fits", "est_peak_mem_train_bytes", "opt_state_bytes", "batch_bytes",
-    "total_bytes", "headroom_bytes", "budget_bytes",
+    "vary", "checkpointing", "checkpointing_chosen", "precision", "memory_format", "dice_loss",
+    "batch_size", "input_shape", "voxels", "fits", "est_peak_mem_train_bytes",
+    "gap_margin_bytes", "opt_state_bytes", "batch_bytes", "total_bytes", "headroom_bytes",
+    "budget_bytes", "note",
 )  # fmt: skip
 
+#: Fraction of the estimated peak a CUDA plan keeps free for a policy whose allocated peak
+#: the device check found above the estimate: the largest excess measured over its rows
+#: (five configs x fp32/bf16, docs/benchmarks.md), rounded up to the next percent.
+CUDA_GAP_MARGIN = {"lean": 0.12, "cheap": 0.23, "top_units": 0.35}
+
 _MAX_AXIS = 8192
+
+
+def gap_margin_bytes(policy: str, est_peak: int, device: str) -> int:
+    """Bytes a plan keeps free beside ``est_peak`` for ``policy``'s known CUDA gap."""
+    if device_type(device) != "cuda" or policy not in CUDA_GAP_MARGIN:
+        return 0
+    return math.ceil(est_peak * CUDA_GAP_MARGIN[policy])
+
+
+def gap_note(policy: str) -> str:
+    """The one line a CUDA plan with ``policy`` carries about its known gap."""
+    return (
+        f"{policy}: CUDA allocates up to {CUDA_GAP_MARGIN[policy]:.0%} more than the estimate "
+        f"(measured); that margin of the estimate is kept free"
+    )
 
 
 def _largest_fitting(n: int, fits: Callable[[int], bool], guess: int) -> int:
@@ -76,7 +108,7 @@ def _shape_candidates(
     voxel (batch norm cannot train on one value per channel).
     """
     axes = range(cfg.dim)
-    legal = [cfg.valid_input_sizes(range(1, _MAX_AXIS + 1), axis=a) for a in axes]
+    legal = [_legal_sizes(cfg, a) for a in axes]
     legal = [[s for s in sizes if s >= 2 * sizes[0]] or sizes for sizes in legal]
     scaled = [a for a in axes if not (fixed_depth is not None and a == 0)]
     ref = max(shape[a] for a in scaled)
@@ -97,7 +129,7 @@ def _shape_candidates(
 
 def plan(
     config: Any,
-    budget: int | str,
+    budget: int | str | Iterable[int | str],
     shape: tuple[int, ...] | list[int] | None = None,
     *,
     batch_size: int = 1,
@@ -105,15 +137,18 @@ def plan(
     vary: str | Iterable[str] = ("shape", "batch"),
     checkpointing: str | Iterable[str] = ("none", "blocks"),
     optimizer: str = "adam",
-    precision: str = "fp32",
+    precision: str | Iterable[str] = "fp32",
     device: str = "cpu",
     memory_headroom: int | str | None = None,
+    memory_format: str | Iterable[str] = "contiguous",
+    dice_loss: bool = False,
 ) -> pd.DataFrame:
-    """Find what fits ``budget``: one row per (vary, checkpointing) with the answer.
+    """Find what fits ``budget``: one row per (budget, precision, memory format, vary,
+    checkpointing) with the answer.
 
     Args:
         config: A UNetConfig or a unetbench UNet.
-        budget: Bytes, or a size string such as "11GiB".
+        budget: Bytes, or a size string such as "11GiB"; or several (one set of rows each).
         shape: Reference spatial shape: its aspect ratio is kept when the shape grows, and
             it is the shape whose batch grows. Default: a cube of 64 per axis.
         batch_size: Batch size while the shape grows.
@@ -124,11 +159,14 @@ def plan(
             policy reaches and names the one it would train with (the fewest training FLOPs
             among those that fit) in ``checkpointing_chosen``.
         optimizer: "adam" (2 state tensors per parameter), "sgd-momentum" (1) or "sgd" (0).
-        precision: "fp32", "bf16" or "fp16" (autocast mixed precision).
+        precision: "fp32", "bf16" or "fp16" (autocast mixed precision), or several.
         device: where the step will run: sets the default headroom, and "cuda" sizes mixed
-            precision by CUDA's autocast rules.
+            precision by CUDA's autocast rules and keeps :data:`CUDA_GAP_MARGIN` free for
+            the policies with a known CUDA gap.
         memory_headroom: Bytes of the budget kept free for the CUDA context and the caching
             allocator's fragmentation; default 512 MiB on CUDA, 0 on CPU.
+        memory_format: "contiguous" and/or "channels_last" (weights and input layout).
+        dice_loss: The training step adds the soft Dice loss (as training with it does).
 
     Returns:
         A DataFrame with PLAN_COLUMNS; ``fits`` is False (and the smallest candidate shown)
@@ -136,10 +174,16 @@ def plan(
 
     Raises:
         ConfigError: Illegal config, shape or fixed depth.
-        UsageError: Unknown policy, vary or optimizer, malformed budget.
+        UsageError: Unknown policy, vary, optimizer, precision or memory format, malformed
+            budget.
     """
     cfg = _step.config_of(config)
-    budget_bytes = parse_bytes(budget, "budget")
+    budgets = (
+        [budget] if isinstance(budget, (int, str)) else list(budget)
+    )  # a str is iterable, so it is taken first
+    budgets_bytes = [parse_bytes(b, "budget") for b in budgets]
+    if not budgets_bytes:
+        raise UsageError("no budget given; pass a size such as 11GiB")
     ref = tuple(shape) if shape is not None else (64,) * cfg.dim
     _step.resolve_shape(cfg, ref, batch_size)  # validate
     if fixed_depth is not None:
@@ -153,7 +197,8 @@ def plan(
             raise UsageError(f"vary must be 'shape' and/or 'batch', got {v!r}")
     if optimizer not in OPT_STATE_FACTOR:
         raise UsageError(f"optimizer must be one of {', '.join(OPT_STATE_FACTOR)}")
-    check_precision(precision)
+    precisions = parse_precisions(precision)
+    formats = parse_memory_formats(memory_format)
     names = (checkpointing,) if isinstance(checkpointing, str) else tuple(checkpointing)
     for name in names:
         if name != AUTO:
@@ -163,66 +208,146 @@ def plan(
         if memory_headroom is None
         else parse_bytes(memory_headroom, "memory_headroom", allow_zero=True)
     )
-    if headroom >= budget_bytes:
-        raise UsageError(
-            f"the headroom ({headroom} B) leaves nothing of the budget ({budget_bytes} B)"
-        )
-    usable = budget_bytes - headroom
-
-    estimates: dict[tuple[str, int, tuple[int, ...]], int] = {}
-    by_batch: dict[tuple[str, tuple[int, ...]], Callable[[int], int] | None] = {}
-
-    def estimate(name: str, batch: int, spatial: tuple[int, ...], vary_batch: bool) -> int:
-        key = (name, batch, spatial)
-        if key in estimates:  # the reference shape at the batch size is probed twice
-            return estimates[key]
-        if vary_batch and batch > 2:
-            # Every batch size from the steps at batches 1 and 2: no fake step per candidate.
-            if (name, spatial) not in by_batch:
-                by_batch[name, spatial] = batch_peak_bytes(cfg, spatial, name, precision, device)
-            scaled = by_batch[name, spatial]
-            if scaled is not None:
-                estimates[key] = scaled(batch)
-                return estimates[key]
-        estimates[key] = estimate_train_memory(cfg, spatial, batch, name, precision, device)
-        return estimates[key]
-
-    def row(v: str, name: str, batch: int, spatial: tuple[int, ...]) -> dict[str, Any]:
-        full = (batch, cfg.in_channels, *spatial)
-        candidates = policy_names() if name == AUTO else (name,)
-        # auto fits where its leanest policy fits; which one it trains with is chosen below
-        sized = {n: estimate(n, batch, spatial, v == "batch") for n in candidates}
-        chosen = min(candidates, key=lambda n: sized[n])
-        step = StepBytes(sized[chosen], *step_extra_bytes(cfg, full, optimizer))
-        return {
-            "vary": v, "checkpointing": name, "checkpointing_chosen": chosen,
-            "precision": precision, "batch_size": batch,
-            "input_shape": fmt_shape(spatial), "voxels": batch * math.prod(spatial),
-            "fits": step.total <= usable, "est_peak_mem_train_bytes": step.peak,
-            "opt_state_bytes": step.opt_state, "batch_bytes": step.batch,
-            "total_bytes": step.total, "headroom_bytes": headroom, "budget_bytes": budget_bytes,
-        }  # fmt: skip
-
+    for budget_bytes in budgets_bytes:
+        if headroom >= budget_bytes:
+            raise UsageError(
+                f"the headroom ({headroom} B) leaves nothing of the budget ({budget_bytes} B)"
+            )
     rows = []
-    for v in varies:
-        for name in names:
-            found = _plan_one(v, name, cfg, ref, batch_size, fixed_depth, row)
-            if name == AUTO and found["fits"]:
-                _name_auto_choice(found, cfg, precision, usable, optimizer, device)
-            rows.append(found)
+    for budget_bytes in budgets_bytes:
+        for prec in precisions:
+            for fmt in formats:
+                step = _Sizer(cfg, ref, prec, fmt, device, optimizer, bool(dice_loss))
+                for v in varies:
+                    for name in names:
+                        rows.append(
+                            _plan_row(step, v, name, ref, batch_size, fixed_depth,
+                                      budget_bytes, headroom)
+                        )  # fmt: skip
     return pd.DataFrame(rows, columns=list(PLAN_COLUMNS))
 
 
-def _name_auto_choice(
-    found: dict[str, Any], cfg: Any, precision: str, usable: int, optimizer: str, device: str
-) -> None:
-    """At the size ``auto`` reaches, the policy it trains with: fewest FLOPs that fit."""
+class _Sizer:
+    """Step bytes of one (config, precision, memory format, loss) at any batch and shape:
+    from :func:`scaled_peak_bytes` where it applies, else one fake step per size."""
+
+    def __init__(
+        self,
+        cfg: Any,
+        ref: tuple[int, ...],
+        precision: str,
+        memory_format: str,
+        device: str,
+        optimizer: str,
+        dice_loss: bool,
+    ) -> None:
+        self.cfg, self.ref, self.precision, self.memory_format = cfg, ref, precision, memory_format
+        self.device, self.optimizer, self.dice_loss = device, optimizer, dice_loss
+        self._scaled: dict[str, Callable[[int, tuple[int, ...]], int] | None] = {}
+        self._by_batch: dict[tuple[str, tuple[int, ...]], Callable[[int], int] | None] = {}
+        self._cache: dict[tuple[str, int, tuple[int, ...]], int] = {}
+
+    def _options(self) -> dict[str, Any]:
+        return {"dice_loss": self.dice_loss, "memory_format": self.memory_format}
+
+    def peak(self, name: str, batch: int, spatial: tuple[int, ...]) -> int:
+        key = (name, batch, spatial)
+        if key in self._cache:
+            return self._cache[key]
+        if name not in self._scaled:
+            self._scaled[name] = scaled_peak_bytes(
+                self.cfg, self.ref, name, self.precision, self.device, **self._options()
+            )
+        scaled = self._scaled[name]
+        if scaled is not None:
+            value = scaled(batch, spatial)
+        elif batch > 2:
+            # Every batch size from the steps at batches 1 and 2 of this shape.
+            if (name, spatial) not in self._by_batch:
+                self._by_batch[name, spatial] = batch_peak_bytes(
+                    self.cfg, spatial, name, self.precision, self.device, **self._options()
+                )
+            by_batch = self._by_batch[name, spatial]
+            value = by_batch(batch) if by_batch is not None else self._traced(name, batch, spatial)
+        else:
+            value = self._traced(name, batch, spatial)
+        self._cache[key] = value
+        return value
+
+    def _traced(self, name: str, batch: int, spatial: tuple[int, ...]) -> int:
+        return estimate_train_memory(
+            self.cfg, spatial, batch, name, self.precision, self.device, **self._options()
+        )
+
+    def row(
+        self,
+        v: str,
+        name: str,
+        batch: int,
+        spatial: tuple[int, ...],
+        budget_bytes: int,
+        headroom: int,
+    ) -> dict[str, Any]:
+        full = (batch, self.cfg.in_channels, *spatial)
+        candidates = policy_names() if name == AUTO else (name,)
+        # auto fits where its leanest policy (margin included) fits; which one it trains
+        # with is chosen once the size is known (_name_auto_choice)
+        sized = {n: self.peak(n, batch, spatial) for n in candidates}
+        margin = {n: gap_margin_bytes(n, sized[n], self.device) for n in candidates}
+        chosen = min(candidates, key=lambda n: sized[n] + margin[n])
+        step = StepBytes(sized[chosen], *step_extra_bytes(self.cfg, full, self.optimizer))
+        total = step.total + margin[chosen]
+        return {
+            "vary": v, "checkpointing": name, "checkpointing_chosen": chosen,
+            "precision": self.precision, "memory_format": self.memory_format,
+            "dice_loss": self.dice_loss, "batch_size": batch,
+            "input_shape": fmt_shape(spatial), "voxels": batch * math.prod(spatial),
+            "fits": total <= budget_bytes - headroom, "est_peak_mem_train_bytes": step.peak,
+            "gap_margin_bytes": margin[chosen], "opt_state_bytes": step.opt_state,
+            "batch_bytes": step.batch, "total_bytes": total, "headroom_bytes": headroom,
+            "budget_bytes": budget_bytes, "note": gap_note(chosen) if margin[chosen] else "",
+        }  # fmt: skip
+
+
+def _plan_row(
+    sizer: _Sizer,
+    v: str,
+    name: str,
+    ref: tuple[int, ...],
+    batch_size: int,
+    fixed_depth: int | None,
+    budget_bytes: int,
+    headroom: int,
+) -> dict[str, Any]:
+    def row(v: str, name: str, batch: int, spatial: tuple[int, ...]) -> dict[str, Any]:
+        return sizer.row(v, name, batch, spatial, budget_bytes, headroom)
+
+    found = _plan_one(v, name, sizer.cfg, ref, batch_size, fixed_depth, row)
+    if name == AUTO and found["fits"]:
+        _name_auto_choice(found, sizer, budget_bytes - headroom)
+    return found
+
+
+def _name_auto_choice(found: dict[str, Any], sizer: _Sizer, usable: int) -> None:
+    """At the size ``auto`` reaches, the policy it trains with: as
+    :func:`~unetbench.profiler.auto.choose_policy`, the fewest training FLOPs among those
+    that fit (with their CUDA gap margins), ties broken by memory."""
+    from unetbench.profiler import flops
+
     spatial = tuple(int(s) for s in found["input_shape"].split("x"))
+    cfg, names = sizer.cfg, policy_names()
     full = (found["batch_size"], cfg.in_channels, *spatial)
-    choice = choose_policy(cfg, full, precision, usable, optimizer, device=device)
-    found["checkpointing_chosen"] = choice.name
-    found["est_peak_mem_train_bytes"] = choice.est_peak_bytes[choice.name]
-    found["total_bytes"] = choice.total_bytes[choice.name]
+    extra = sum(step_extra_bytes(cfg, full, sizer.optimizer))
+    peaks = {n: sizer.peak(n, full[0], spatial) for n in names}
+    margins = {n: gap_margin_bytes(n, peaks[n], sizer.device) for n in names}
+    fitting = [n for n in names if peaks[n] + margins[n] + extra <= usable]
+    counted = {n: flops.count_torch_flops(cfg, full, 1, n)[1] for n in fitting}
+    name = min(fitting, key=lambda n: (counted[n], peaks[n], names.index(n)))
+    found["checkpointing_chosen"] = name
+    found["est_peak_mem_train_bytes"] = peaks[name]
+    found["gap_margin_bytes"] = margins[name]
+    found["total_bytes"] = peaks[name] + extra + margins[name]
+    found["note"] = gap_note(name) if margins[name] else ""
 
 
 def _plan_one(
