@@ -5,14 +5,15 @@ Parsing a name needs no torch (:mod:`unetbench.device_names`); checking it does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 
 from unetbench._errors import UsageError
 from unetbench.device_names import ALL, parse_device, parse_devices
 
-__all__ = ["resolve_device", "resolve_devices"]
+__all__ = ["empty_cache", "make_current", "on_device", "resolve_device", "resolve_devices"]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -55,3 +56,33 @@ def resolve_devices(devices: str | Sequence[str]) -> list[str]:
             )
         return [f"cuda:{i}" for i in range(count)]
     return [str(resolve_device(name)) for name in names]
+
+
+def make_current(device: str | torch.device) -> torch.device:
+    """Make ``device`` this process's current CUDA device (``torch.cuda.set_device``) and
+    return it resolved; nothing for the CPU. A worker on ``cuda:1`` calls it first, so that
+    nothing it runs without a device argument creates a context on, or waits for, ``cuda:0``.
+    """
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return dev
+
+
+@contextlib.contextmanager
+def on_device(device: torch.device) -> Iterator[None]:
+    """Within the block, ``device`` is the current CUDA device (restored after); nothing for
+    the CPU."""
+    if device.type != "cuda":
+        yield
+        return
+    with torch.cuda.device(device):
+        yield
+
+
+def empty_cache(device: torch.device) -> None:
+    """Give the caching allocator's unused blocks back to the driver, with ``device``
+    current (``torch.cuda.empty_cache`` has no device argument); nothing for the CPU."""
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.empty_cache()

@@ -28,7 +28,7 @@ from unetbench.config import UNetConfig
 from unetbench.data.metrics import OverlapCounts
 from unetbench.data.patches import PatchSampler, predict_volume
 from unetbench.data.volumes import SegmentationData
-from unetbench.devices import resolve_device
+from unetbench.devices import empty_cache, on_device, resolve_device
 from unetbench.model import UNet, get_policy
 from unetbench.model.training import deterministic_training, segmentation_loss, soft_dice_loss
 from unetbench.precision import autocast, check_precision, grad_scaler
@@ -194,6 +194,7 @@ def train_and_evaluate(
     optimizer: torch.optim.Optimizer | None = None
     flags = contextlib.ExitStack()
     flags.enter_context(deterministic_training())
+    flags.enter_context(on_device(dev))  # cuda:N current: nothing here touches cuda:0
     try:
         model = UNet.from_config(config).to(dev)
         out = tuple(int(s) for s in config.output_shape(patch))
@@ -271,9 +272,7 @@ def train_and_evaluate(
     finally:
         del model, optimizer
         gc.collect()
-        if dev.type == "cuda":
-            with torch.cuda.device(dev):
-                torch.cuda.empty_cache()
+        empty_cache(dev)
         flags.close()
 
 

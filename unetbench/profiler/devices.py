@@ -11,7 +11,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from unetbench.devices import resolve_device, resolve_devices
+from unetbench.devices import empty_cache, resolve_device, resolve_devices
 from unetbench.oom import is_oom
 from unetbench.profiler.memory import cuda_peak_bytes, tracked_peak_bytes
 
@@ -20,8 +20,7 @@ __all__ = ["Peak", "is_oom", "peak_bytes", "release", "resolve_device", "resolve
 
 def release(device: torch.device) -> None:
     """Give cached memory back after a failed measurement so later ones start clean."""
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    empty_cache(device)
 
 
 class Peak(NamedTuple):

@@ -34,6 +34,7 @@ from torch import nn
 from unetbench._errors import UsageError
 from unetbench.budget import default_headroom_bytes
 from unetbench.device_names import device_type
+from unetbench.devices import empty_cache
 from unetbench.model.policies import CheckpointPolicy, get_policy
 from unetbench.model.training import (
     check_memory_format,
@@ -177,7 +178,7 @@ def cuda_peak_bytes(
     so that an earlier, larger step does not count, and the same baseline is taken off.
     """
     torch.cuda.synchronize(device)
-    torch.cuda.empty_cache()
+    empty_cache(device)
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
     base_reserved = torch.cuda.memory_reserved(device)

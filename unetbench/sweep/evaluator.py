@@ -152,17 +152,29 @@ def check_evaluator(evaluator: object) -> None:
         )
 
 
-def free_memory() -> None:
-    """Release what one trial allocated, so the next starts from the same baseline."""
+def free_memory(device: Any = None) -> None:
+    """Release what one trial allocated, so the next starts from the same baseline.
+
+    On CUDA this waits for, empties the cache of and resets the peak statistics of
+    ``device`` only (default: the current device, which a worker sets to its own with
+    :func:`unetbench.devices.make_current`), never another worker's GPU.
+    """
     gc.collect()
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
         return
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+    if not torch.cuda.is_available():
+        return
+    from unetbench.devices import empty_cache
+
+    dev = torch.device("cuda", torch.cuda.current_device()) if device is None else device
+    dev = torch.device(dev)
+    if dev.type != "cuda":
+        return
+    torch.cuda.synchronize(dev)
+    empty_cache(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
 
 
 def finite(value: Any) -> bool:
