@@ -58,6 +58,7 @@ name = "random"
 ADDRESS_SPACE_BYTES = 3_000_000_000
 
 
+@pytest.mark.slow  # a real sweep process under prlimit, about a minute: CI runs it with -m slow
 def test_cpu_out_of_memory_is_an_infeasible_trial_and_the_sweep_goes_on(tmp_path: Path) -> None:
     if shutil.which("prlimit") is None:
         pytest.skip("prlimit (util-linux) is not installed")

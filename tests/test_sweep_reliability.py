@@ -178,15 +178,13 @@ def _interrupt(tmp_path: Path, sig: int, group: bool) -> tuple[int, str, float]:
     return proc.returncode, err.decode(), time.monotonic() - t0
 
 
+# Two worker processes and a third run to resume, three times: with -m slow (CI runs it);
+# the default run has Ctrl-C to a one-worker sweep (test_ctrl_c_saves_finished_trials...).
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "group"),
-    [
-        # Ctrl-C in a terminal, in the default run; a signal to the main process alone, which
-        # then ends its workers itself, with -m slow (CI runs both).
-        pytest.param(signal.SIGTERM, False, id="sigterm-to-main", marks=pytest.mark.slow),
-        pytest.param(signal.SIGINT, False, id="sigint-to-main", marks=pytest.mark.slow),
-        pytest.param(signal.SIGINT, True, id="ctrl-c-to-group"),
-    ],
+    [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True)],
+    ids=["sigterm-to-main", "sigint-to-main", "ctrl-c-to-group"],
 )
 def test_a_signal_ends_every_worker_fails_their_trials_and_the_command_resumes(
     tmp_path: Path, sig: int, group: bool
