@@ -231,3 +231,35 @@ def test_profile_with_dice_loss_measures_and_estimates_that_step() -> None:
     assert frame["est_peak_mem_train_bytes"].iloc[0] == estimate_train_memory(
         cfg, (8, 16, 16), 2, "none", dice_loss=True
     )
+
+
+def test_profile_measures_and_estimates_each_memory_format() -> None:
+    """Memory format is a dimension of profile like precision: one row per format, each
+    estimated by a fake step in that layout and measured with the model and input in it."""
+    from unetbench.model.training import to_memory_format
+    from unetbench.profiler import profile
+
+    cfg = UNetConfig(n_blocks=2, start_filts=4)
+    frame = profile(
+        cfg, (8, 16, 16), 1, ("none", "cheap"), timing=False, count_flops=False,
+        precision=("fp32", "bf16"), memory_format=("contiguous", "channels_last"),
+    )  # fmt: skip
+    cols = ["memory_format", "precision", "checkpointing"]
+    assert list(frame[cols].itertuples(index=False, name=None)) == [
+        (f, p, c) for f in ("contiguous", "channels_last") for p in ("fp32", "bf16")
+        for c in ("none", "cheap")
+    ]  # fmt: skip
+    fp32 = frame[frame["precision"] == "fp32"]
+    assert fp32["est_peak_mem_train_bytes"].tolist() == fp32["peak_mem_train_bytes"].tolist()
+    for row in frame.itertuples():
+        assert row.est_peak_mem_train_bytes == estimate_train_memory(
+            cfg, (8, 16, 16), 1, row.checkpointing, row.precision,
+            memory_format=row.memory_format,
+        )  # fmt: skip
+    # The layout really is channels last where asked, and back to contiguous after.
+    model = to_memory_format(_step.build_model(cfg), "channels_last", 3)
+    weight = model.down_convs[1].conv1.weight  # 4 input channels: the layouts differ
+    assert weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert not weight.is_contiguous()
+    to_memory_format(model, "contiguous", 3)
+    assert weight.is_contiguous()

@@ -10,7 +10,8 @@ from unetbench.cli import _common as _cli
 from unetbench.units import parse_bytes
 
 _SHOWN = (
-    "checkpointing", "checkpointing_chosen", "precision", "status", "params", "fwd_macs",
+    "checkpointing", "checkpointing_chosen", "precision", "memory_format", "status",
+    "params", "fwd_macs",
     "train_flops", "peak_mem_train_bytes", "est_peak_mem_train_bytes",
     "peak_reserved_train_bytes", "opt_state_bytes", "peak_mem_infer_bytes", "train_step_s",
     "train_step_iqr_s", "infer_s", "train_voxels_per_s",
@@ -39,6 +40,14 @@ def add_parser(subparsers: Any) -> None:
         default="fp32",
         help="comma-separated: fp32, bf16, fp16 (autocast mixed precision; default fp32)",
     )
+    p.add_argument(
+        "--memory-format",
+        default="contiguous",
+        help="comma-separated: contiguous, channels_last (weights and input; default contiguous)",
+    )
+    p.add_argument(
+        "--dice-loss", action="store_true", help="the training step adds soft Dice (as training)"
+    )
     p.add_argument("--budget", default=None, help="memory budget for auto, e.g. 11GiB")
     p.add_argument(
         "--headroom",
@@ -56,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     """Profile, print the table, optionally write the records; 1 if no row succeeded."""
     from tqdm import tqdm
 
+    from unetbench.model.training import parse_memory_formats
     from unetbench.precision import parse_precisions
     from unetbench.profiler import planned_steps, profile
     from unetbench.profiler.load import under_load
@@ -69,10 +79,14 @@ def run(args: argparse.Namespace) -> int:
     policies = _cli.parse_list(args.checkpointing, "--checkpointing")
     _cli.validate_profile_args(config, shape, args.batch, args.device, policies)
     precisions = parse_precisions(args.precision)
+    formats = parse_memory_formats(args.memory_format)
     if args.budget is not None:
         parse_bytes(args.budget, "--budget")
     total = planned_steps(
-        len(policies), warmup=args.warmup, rounds=args.rounds, n_precisions=len(precisions)
+        len(policies),
+        warmup=args.warmup,
+        rounds=args.rounds,
+        n_precisions=len(precisions) * len(formats),
     )
     with tqdm(total=total, desc="profiling", unit="step", file=sys.stderr, leave=False) as bar:
         frame = profile(
@@ -89,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
             precision=precisions,
             memory_budget=args.budget,
             memory_headroom=args.headroom,
+            memory_format=formats,
+            dice_loss=args.dice_loss,
         )
     first = frame.iloc[0]
     print(

@@ -98,8 +98,6 @@ def to_memory_format(model: torch.nn.Module, name: str, dim: int) -> torch.nn.Mo
     fake-tensor model (whose parameters cannot be swapped).
     """
     fmt = torch_memory_format(name, dim)
-    if fmt is torch.contiguous_format:
-        return model
     for p in model.parameters():
         if p.dim() == dim + 2:
             p.data = p.data.contiguous(memory_format=fmt)

@@ -1,4 +1,5 @@
-"""``profile``: one flat record per (checkpointing policy, precision) of a U-Net on a shape.
+"""``profile``: one flat record per (checkpointing policy, precision, memory format) of a
+U-Net on a shape.
 
 For each pair the row holds exact operation counts, the training-step peak memory measured
 (CUDA allocator or tracked CPU tensors) and estimated (fake tensors), optimizer-state and
@@ -23,6 +24,7 @@ from torch import nn
 
 from unetbench._errors import UsageError
 from unetbench.model.policies import CheckpointPolicy, get_policy
+from unetbench.model.training import parse_memory_formats, to_memory_format, torch_memory_format
 from unetbench.precision import autocast_dtype_name, parse_precisions
 from unetbench.profiler import _measure, _step, devices, env, flops, load, memory
 from unetbench.profiler.auto import AUTO, choose_policy
@@ -39,6 +41,7 @@ RECORD_COLUMNS = (
     "checkpointing",
     "checkpointing_chosen",
     "precision",
+    "memory_format",
     "dice_loss",
     "device",
     "dtype",
@@ -107,6 +110,7 @@ def profile(
     memory_budget: int | str | None = None,
     memory_headroom: int | str | None = None,
     dice_loss: bool = False,
+    memory_format: str | Iterable[str] = "contiguous",
 ) -> pd.DataFrame:
     """Profile a U-Net: one row per (checkpointing policy, precision); the columns are
     described in docs/profiler.md.
@@ -135,6 +139,8 @@ def profile(
         memory_headroom: Bytes kept free of the budget; default 512 MiB on CUDA, 0 on CPU.
         dice_loss: The training step's loss adds the soft Dice loss, as training with
             ``dice_loss`` does (estimate, ``auto`` and measurement alike).
+        memory_format: "contiguous", "channels_last" or both: the layout of the weights and
+            the input, one set of rows each (estimated by a fake step in that layout).
 
     Raises:
         ConfigError: Illegal config or input shape.
@@ -149,6 +155,7 @@ def profile(
         if name != AUTO:
             get_policy(name)
     precisions = parse_precisions(precision)
+    formats = parse_memory_formats(memory_format)
     budget, headroom = _budget(memory_budget, memory_headroom, dev)
     out_shape = tuple(cfg.output_shape(full[2:]))
     out_voxels = full[0] * math.prod(out_shape)
@@ -182,33 +189,37 @@ def profile(
             with shared.guard("fvcore", dev):
                 shared["fwd_macs"], shared["unsupported_ops"] = flops.count_fwd_macs(model, x)
     rows = []
-    for prec in precisions:
-        infer = _measure.Row(shared, precision=prec)
-        if measured:
-            _measure.measure_inference(
-                infer, model, x, dev, out_voxels, measure_memory, timing, warmup, rounds,
-                max_seconds, tick, prec,
-            )  # fmt: skip
-        for name in names:
-            row = _measure.Row(base, checkpointing=name, precision=prec)
-            row.update(autocast_dtype=autocast_dtype_name(prec))
-            row.update({c: math.nan for c in RECORD_COLUMNS if c not in row})
-            for key in _INFER_KEYS:
-                if key in infer:
-                    row[key] = infer[key]
-            if infer["reason"]:
-                row.fail(infer["status"], infer["reason"], "shared")
-            policy = _policy(row, name, cfg, full, prec, budget, dev, dice_loss)
-            if policy is not None:
-                _train_row(row, policy, cfg, full, prec, count_flops, dev, dice_loss)
-                if measured:
-                    _measure.measure_training(
-                        row, model, policy, x, target, dev, out_voxels, measure_memory,
-                        timing, warmup, rounds, max_seconds, tick, prec, dice_loss,
-                    )  # fmt: skip
-            timed = [row[k] for k in ("infer_load", "train_load") if row.get(k) is not None]
-            row.update(load.load_columns(timed, torch.get_num_threads()))
-            rows.append(row)
+    for fmt in formats:
+        if measured:  # the model and input in this layout (converted back for contiguous)
+            to_memory_format(model, fmt, cfg.dim)
+            x = x.contiguous(memory_format=torch_memory_format(fmt, cfg.dim))
+        for prec in precisions:
+            infer = _measure.Row(shared, precision=prec, memory_format=fmt)
+            if measured:
+                _measure.measure_inference(
+                    infer, model, x, dev, out_voxels, measure_memory, timing, warmup, rounds,
+                    max_seconds, tick, prec,
+                )  # fmt: skip
+            for name in names:
+                row = _measure.Row(base, checkpointing=name, precision=prec, memory_format=fmt)
+                row.update(autocast_dtype=autocast_dtype_name(prec))
+                row.update({c: math.nan for c in RECORD_COLUMNS if c not in row})
+                for key in _INFER_KEYS:
+                    if key in infer:
+                        row[key] = infer[key]
+                if infer["reason"]:
+                    row.fail(infer["status"], infer["reason"], "shared")
+                policy = _policy(row, name, cfg, full, prec, budget, dev, dice_loss, fmt)
+                if policy is not None:
+                    _train_row(row, policy, cfg, full, prec, count_flops, dev, dice_loss, fmt)
+                    if measured:
+                        _measure.measure_training(
+                            row, model, policy, x, target, dev, out_voxels, measure_memory,
+                            timing, warmup, rounds, max_seconds, tick, prec, dice_loss,
+                        )  # fmt: skip
+                timed = [row[k] for k in ("infer_load", "train_load") if row.get(k) is not None]
+                row.update(load.load_columns(timed, torch.get_num_threads()))
+                rows.append(row)
     return pd.DataFrame(
         [{k: row.get(k) for k in (*base_fields(), *RECORD_COLUMNS)} for row in rows]
     )
@@ -251,13 +262,17 @@ def _policy(
     budget: int | None,
     dev: torch.device,
     dice_loss: bool = False,
+    memory_format: str = "contiguous",
 ) -> CheckpointPolicy | None:
     """The policy a row trains with; for ``auto`` chosen from the estimates."""
     if name != AUTO:
         row["checkpointing_chosen"] = name
         return get_policy(name)
     with row.guard("auto", dev):
-        choice = choose_policy(cfg, full, precision, budget, device=str(dev), dice_loss=dice_loss)
+        choice = choose_policy(
+            cfg, full, precision, budget, device=str(dev), dice_loss=dice_loss,
+            memory_format=memory_format,
+        )  # fmt: skip
         row["checkpointing_chosen"] = choice.name
         if not choice.fits:
             row["reason"] = "; ".join(
@@ -276,12 +291,14 @@ def _train_row(
     count_flops: bool,
     dev: torch.device,
     dice_loss: bool = False,
+    memory_format: str = "contiguous",
 ) -> None:
     """The estimate and FLOP counts of one row (nothing is allocated)."""
     with row.guard("estimate", dev):
         row["est_peak_mem_train_bytes"] = memory.estimate_train_memory(
-            cfg, full, 1, policy.name, precision, str(dev), dice_loss=dice_loss
-        )
+            cfg, full, 1, policy.name, precision, str(dev), dice_loss=dice_loss,
+            memory_format=memory_format,
+        )  # fmt: skip
     if count_flops:
         with row.guard("flops", dev):
             row["fwd_flops"], row["train_flops"] = flops.count_torch_flops(cfg, full, 1, policy)

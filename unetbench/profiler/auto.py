@@ -40,18 +40,27 @@ def choose_policy(
     device: str = "cpu",
     *,
     dice_loss: bool = False,
+    memory_format: str = "contiguous",
 ) -> AutoChoice:
     """Choose the checkpointing policy for ``config`` at ``full_shape`` (N, C, *spatial).
 
     ``budget_bytes`` is what the step may use, headroom already subtracted; ``device`` is
     where the step will run (CUDA's autocast rules differ from the CPU's); ``dice_loss`` as
-    the step trains (the soft Dice loss adds to the step's peak).
+    the step trains (the soft Dice loss adds to the step's peak), ``memory_format`` the
+    layout of weights and input.
     """
     cfg = _step.config_of(config)
     names = candidates or policy_names()
     step = {
         n: estimate_step_bytes(
-            cfg, full_shape, n, precision, device, optimizer, dice_loss=dice_loss
+            cfg,
+            full_shape,
+            n,
+            precision,
+            device,
+            optimizer,
+            dice_loss=dice_loss,
+            memory_format=memory_format,
         )
         for n in names
     }
