@@ -133,4 +133,8 @@ $(printf '%s\n' "$err" | tail -n 1)"
   fi
 fi
 
+# The allocator as unetbench recommends for training: expandable segments grow a segment in
+# place instead of caching one more, so the reserved peak stays near the allocated one
+# (fragmentation is what makes a step fail below its allocated peak). A value already set wins.
+export PYTORCH_CUDA_ALLOC_CONF="${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}"
 exec "$PY" "$root/scripts/gpu_check.py" "$@"

@@ -77,8 +77,16 @@ def test_quick_cpu_run_passes(tmp_path: Path) -> None:
     ]
     assert len(table) == len(expected)
     assert {row[1] for row in table} == set(gpu_check.PRECISIONS)
-    auto_rows = [row for row in table if row[2] == "auto"]
-    assert auto_rows and all(row[3] in policy_names() for row in auto_rows)
+    assert {row[2] for row in table} == set(gpu_check.QUICK.memory_formats)
+    auto_rows = [row for row in table if row[3] == "auto"]
+    assert auto_rows and all(row[4] in policy_names() for row in auto_rows)
+    # The device checks ran on the CPU too (the allocator history is CUDA's alone): every
+    # patch planned for the budget trained three steps, and every policy was timed.
+    trained = [line for line in text.splitlines() if "3 steps" in line]
+    assert len(trained) == 2 * 6 and all(line.endswith("3 steps ok") for line in trained)
+    timed = [line for line in text.splitlines() if " median " in line and " ms, x" in line]
+    assert len(timed) == 2 * 5
+    assert "gap-allocations" not in text
 
 
 def test_bad_argument_exits_2_with_one_line() -> None:
@@ -173,3 +181,38 @@ def test_an_estimate_off_its_peak_fails_the_check(
     out = capsys.readouterr().out
     assert "2d bf16 auto (chose lean): est 100.0 MiB, alloc 110.0 MiB, alloc/est 1.1000" in out
     assert "FAIL: 1/2 rows" in out
+
+
+def _load_device_module() -> ModuleType:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import gpu_check_device
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    return gpu_check_device
+
+
+def test_fake_peak_storages_are_the_estimate_less_the_parameters() -> None:
+    """The fake side of the allocator comparison: the storages alive at the fake step's peak
+    add up to the estimate (parameters and buffers, made before the step, aside)."""
+    from unetbench import UNetConfig
+    from unetbench.profiler import estimate_train_memory
+
+    device = _load_device_module()
+    cfg = UNetConfig(n_blocks=2, start_filts=4)
+    from unetbench.profiler import _step
+    from unetbench.profiler.memory import model_bytes
+
+    params = model_bytes(_step.build_model(cfg))  # parameters and buffers
+    for policy in ("lean", "cheap"):
+        alive = device.fake_peak_storages(cfg, (1, 1, 8, 16, 16), policy, "bf16", cuda=True)
+        estimate = estimate_train_memory(cfg, (8, 16, 16), 1, policy, "bf16", "cuda")
+        assert sum(n for n, _ in alive) + params == estimate
+        assert all(op.startswith("aten.") for _, op in alive)
+
+
+def test_unmatched_names_the_device_blocks_the_fake_step_lacks() -> None:
+    device = _load_device_module()
+    fake = [(1000, "aten.convolution"), (512, "aten.relu"), (4096, "aten.cat")]
+    blocks = [(1024, "conv"), (512, "relu"), (8192, "workspace"), (4096, "cat"), (600, "x")]
+    assert device.unmatched(blocks, fake) == [(8192, "workspace"), (600, "x")]
