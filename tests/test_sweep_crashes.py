@@ -35,13 +35,13 @@ class BuggyEvaluator(TorchEvaluator):
         self.crashes = crashes
 
     def train(
-        self, spec: StudySpec, config: Any, data: Any, checkpointing: str, *, seed: int
+        self, spec: StudySpec, config: Any, data: Any, checkpointing: str, **kwargs: Any
     ) -> dict[str, Any]:
         if self.crashes > 0:
             self.crashes -= 1
             channels = {"in": config.in_channels}
             return {"out": channels["out"]}  # the bug: a KeyError from real code
-        return super().train(spec, config, data, checkpointing, seed=seed)
+        return super().train(spec, config, data, checkpointing, **kwargs)
 
 
 def _smoke(n_trials: int, **changes: Any) -> StudySpec:

@@ -113,11 +113,11 @@ class InterruptedEvaluator(FakeEvaluator):
         self.at_seed = at_seed
 
     def train(
-        self, spec: StudySpec, config: Any, data: Any, checkpointing: str, *, seed: int
+        self, spec: StudySpec, config: Any, data: Any, checkpointing: str, *, seed: int, **kw: Any
     ) -> dict[str, Any]:
         if seed == self.at_seed and len(self.seeds) > 7:
             raise KeyboardInterrupt
-        return super().train(spec, config, data, checkpointing, seed=seed)
+        return super().train(spec, config, data, checkpointing, seed=seed, **kw)
 
 
 def assert_confirmed_top(spec: StudySpec, trials: list[Any], top: int) -> None:
@@ -291,7 +291,7 @@ def test_cli_data_mistake_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 class DyingEvaluator(FakeEvaluator):
     def train(
-        self, spec: StudySpec, config: Any, data: Any, checkpointing: str, *, seed: int
+        self, spec: StudySpec, config: Any, data: Any, checkpointing: str, *, seed: int, **kw: Any
     ) -> dict[str, Any]:
         raise KeyboardInterrupt
 

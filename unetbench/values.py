@@ -27,8 +27,8 @@ def jsonable(value: Any) -> Any:
 
 
 def flat_cell(value: Any) -> Any:
-    """A value as one record cell: a list or tuple as its JSON text (``planar_blocks``
+    """A value as one record cell: a list, tuple or dict as its JSON text (``planar_blocks``
     ``[0, 1]`` -> ``"[0, 1]"``), anything else as it is."""
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, dict)):
         return json.dumps(jsonable(value))
     return value

@@ -73,6 +73,16 @@ def add_parser(subparsers: Any) -> None:
         help="seconds to wait for a database server or storage proxy to answer when the sweep "
         "starts (default: the study's [storage] connect_timeout, else 5)",
     )
+    p.add_argument(
+        "--artifacts",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a study with rungs ([train] steps = [40, 160, 640]): folder of the runs' trained "
+        "states, so a promoted config continues where it stopped; give every machine the same "
+        "(shared) folder (default: the study's [storage] artifacts, else "
+        "<results-dir>/<study>/artifacts)",
+    )
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="default: results")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -107,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
             heartbeat_interval=args.heartbeat_interval,
             grace_period=args.grace_period,
             connect_timeout=args.connect_timeout,
+            artifacts=args.artifacts,
         )
     confirmed = f" and {result.n_confirm} confirmation trials" if result.n_confirm else ""
     print(

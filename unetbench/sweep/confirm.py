@@ -29,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from unetbench.ranking import ranked, spread_of
 from unetbench.seeds import seed_means as mean_over_seeds
 from unetbench.sweep.record import CONFIG_KEY, role_of, row_of
+from unetbench.sweep.rungs import rung_of
 from unetbench.sweep.spec import StudySpec
 
 __all__ = ["ConfirmItem", "confirm_todo", "pareto_ranked", "seed_means", "train_seeds"]
@@ -63,7 +64,8 @@ def pareto_ranked(spec: StudySpec, trials: Sequence[FrozenTrial]) -> list[Frozen
         key = row.get(CONFIG_KEY)
         if (
             t.state == TrialState.COMPLETE
-            and role_of(t) == "search"
+            and role_of(t) in ("search", "promote")
+            and rung_of(t) == spec.top_rung
             and row.get("feasible")
             and "reused_from" not in row
             and key not in seen
@@ -74,7 +76,7 @@ def pareto_ranked(spec: StudySpec, trials: Sequence[FrozenTrial]) -> list[Frozen
     if not ok:
         return []
     signs = np.array([1.0 if d == "maximize" else -1.0 for d in spec.directions])
-    means = seed_means(trials)
+    means = seed_means(trials, spec.top_rung)
     scores, spreads = [], []
     for t in ok:
         row = {**row_of(t), **means.get(t.user_attrs[CONFIG_KEY], {})}
@@ -86,13 +88,16 @@ def pareto_ranked(spec: StudySpec, trials: Sequence[FrozenTrial]) -> list[Frozen
     return [by_number[n] for n in order]
 
 
-def seed_means(trials: Sequence[FrozenTrial]) -> dict[Any, dict[str, Any]]:
+def seed_means(trials: Sequence[FrozenTrial], rung: int = 0) -> dict[Any, dict[str, Any]]:
     """Per config key, :func:`unetbench.seeds.seed_means` over the runs of all its finished
-    trials that trained (search and confirmation): each run metric's mean and ``n_seeds``."""
+    trials that trained at ``rung`` (the top rung, where a study has rungs; confirmations
+    train there): each run metric's mean and ``n_seeds``."""
     runs = []
     for t in trials:
         row = row_of(t)
         if t.state != TrialState.COMPLETE or "reused_from" in row:
+            continue
+        if role_of(t) != "confirm" and rung_of(t) != rung:
             continue
         for run in row.get("runs") or []:
             runs.append({**run, "config_key": row.get(CONFIG_KEY)})

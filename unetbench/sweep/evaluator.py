@@ -42,12 +42,24 @@ class Evaluator(Protocol):
         """
 
     def train(
-        self, spec: StudySpec, config: UNetConfig, data: Any, checkpointing: str, *, seed: int
+        self,
+        spec: StudySpec,
+        config: UNetConfig,
+        data: Any,
+        checkpointing: str,
+        *,
+        seed: int,
+        resume: bytes | None = None,
+        keep_state: bool = False,
     ) -> dict[str, Any]:
         """Train ``spec.steps`` steps (``spec.seconds`` as a guard) with the trial's
         checkpointing mode; ``seed`` fixes the initial weights and the patches.
 
-        Returns ``TrainResult.to_dict()`` keys (val_dice, steps_done, status...).
+        ``resume`` is a state an earlier run of the same config and seed kept (fewer steps):
+        the run continues from it. ``keep_state`` asks for the run's own state.
+
+        Returns ``TrainResult.to_dict()`` keys (val_dice, steps_done, status...), and
+        ``state`` (bytes) when ``keep_state`` and the run did not diverge.
         """
 
     def profile(self, spec: StudySpec, config: UNetConfig) -> list[dict[str, Any]]:
@@ -101,9 +113,17 @@ class TorchEvaluator:
         }
 
     def train(
-        self, spec: StudySpec, config: UNetConfig, data: Any, checkpointing: str, *, seed: int
+        self,
+        spec: StudySpec,
+        config: UNetConfig,
+        data: Any,
+        checkpointing: str,
+        *,
+        seed: int,
+        resume: bytes | None = None,
+        keep_state: bool = False,
     ) -> dict[str, Any]:
-        from unetbench.train import train_and_evaluate
+        from unetbench.train import TrainState, train_and_evaluate
 
         result = train_and_evaluate(
             config,
@@ -118,8 +138,13 @@ class TorchEvaluator:
             device=spec.device,
             checkpointing=checkpointing,
             precision=spec.precision,
+            resume=None if resume is None else TrainState.from_bytes(resume),
+            keep_state=keep_state,
         )
-        return dict(result.to_dict())
+        out = dict(result.to_dict())
+        if result.state is not None:
+            out["state"] = result.state.to_bytes()
+        return out
 
     def profile(self, spec: StudySpec, config: UNetConfig) -> list[dict[str, Any]]:
         from unetbench.profiler import profile

@@ -49,7 +49,9 @@ from unetbench.sweep.record import (
     CONFIG_KEY,
     CONFIRM_OF,
     N_SEEDS,
+    PROMOTED_FROM,
     REPEAT_START,
+    RUNG,
     WORKER,
     role_of,
     row_of,
@@ -58,6 +60,7 @@ from unetbench.sweep.record import (
 from unetbench.sweep.repeats import RUN_KEYS, train_repeats
 from unetbench.sweep.retry import StorageUnreachable
 from unetbench.sweep.space import build_config, config_key
+from unetbench.sweep.states import StateStore
 
 if TYPE_CHECKING:
     from unetbench.sweep.propose import Proposal
@@ -85,25 +88,32 @@ _PER_MODE = (
 _OWN_KEYS = frozenset({"trial_number", "reused_from", "trial_s", "device", WORKER, "runs", "role"})
 # Keys a confirmation trial does not copy from its search trial: it trains for itself.
 _NOT_PROFILE = RUN_KEYS | _OWN_KEYS | {"feasible", "constraints", "estimate_s", "profile_s"}
+_NOT_PROFILE |= {"rung", "promoted_from", "profile_from", "state_artifacts", "state_missing"}
 
 
 class TrialError(Exception):
     """A trial crashed: not a result. The worker fails the trial (Optuna FAIL) with the
     partial ``row`` (its config), the exception's type, message and traceback."""
 
-    def __init__(self, row: dict[str, Any], error_type: str, message: str, tb: str) -> None:
+    def __init__(
+        self, row: dict[str, Any], error_type: str, message: str, tb: str, where: str = ""
+    ) -> None:
         super().__init__(f"{error_type}: {message}")
         self.row, self.error_type, self.message, self.traceback = row, error_type, message, tb
+        self.where = where  # file:line that raised it
 
     @classmethod
     def of(cls, row: dict[str, Any], exc: BaseException) -> TrialError:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return cls(row, type(exc).__name__, _one_line(exc), tb[-_TRACEBACK_CHARS:])
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+        return cls(row, type(exc).__name__, _one_line(exc), tb[-_TRACEBACK_CHARS:], where)
 
     @property
     def signature(self) -> tuple[str, str]:
-        """What makes two errors "the same": type and message."""
-        return self.error_type, self.message
+        """What makes two errors "the same": their type and the line that raised them (the
+        message may name a different file or value each time), else the message."""
+        return self.error_type, self.where or self.message
 
 
 class TrialMeasure:
@@ -117,6 +127,7 @@ class TrialMeasure:
         claims: ConfigClaims,
         poll_s: float = 2.0,
         data: Any = None,
+        states: StateStore | None = None,
     ) -> None:
         self.spec = spec
         self.evaluator = evaluator
@@ -124,6 +135,8 @@ class TrialMeasure:
         self.claims = claims
         self.poll_s = poll_s
         self._data: Any = data  # loaded at the first training when None
+        self.states = states  # where runs' states are kept for promotions (rungs)
+        self._trial: Any = None  # the trial being measured
 
     def __call__(self, proposal: Proposal) -> tuple[dict[str, Any], list[float]]:
         """The trial's row and objective values."""
@@ -167,9 +180,16 @@ class TrialMeasure:
             set_config_key(trial.study._storage, trial._trial_id, key)
         if proposal.claim is None and self._reuse(trial, key, row):
             return
+        self._trial = trial
+        rung = int(trial.user_attrs.get(RUNG, 0))
+        if spec.rungs:
+            row["rung"] = rung
         try:
             if proposal.role == "confirm":
                 return self._confirm(trial, spec, config, row)
+            if proposal.role == "promote":
+                return self._promote(trial, spec, config, rung, row)
+            spec = dataclasses.replace(spec, steps=spec.rung_steps(0))  # rung 0 (or all steps)
             mode = self._choose_mode(spec, config, row)
             if mode is None:
                 usable = row["memory_usable_bytes"]
@@ -179,7 +199,7 @@ class TrialMeasure:
                     f"estimated {row['est_total_train_bytes']} B > budget {usable} B "
                     f"(headroom {row['memory_headroom_bytes']} B kept free)",
                 )
-            self._train_and_profile(spec, config, mode, row)
+            self._train_and_profile(spec, config, mode, row, keep=rung < spec.top_rung)
         except StorageUnreachable:
             raise  # the worker's end, not the trial's outcome
         except Exception as exc:
@@ -223,28 +243,76 @@ class TrialMeasure:
         return chosen
 
     def _train_and_profile(
-        self, spec: StudySpec, config: Any, mode: str, row: dict[str, Any]
+        self, spec: StudySpec, config: Any, mode: str, row: dict[str, Any], keep: bool
     ) -> None:
         try:
-            self._measure(spec, config, mode, row)
+            self._measure(spec, config, mode, row, keep)
         finally:
             free_memory()  # the next trial starts from the same baseline
 
     def _train(
-        self, spec: StudySpec, config: Any, mode: str, seeds: list[int], row: dict[str, Any]
+        self,
+        spec: StudySpec,
+        config: Any,
+        mode: str,
+        seeds: list[int],
+        row: dict[str, Any],
+        resume: dict[int, tuple[bytes, int]] | None = None,
+        keep: bool = False,
     ) -> bool:
-        """Train one run per seed; False (and the row infeasible) unless all are ok."""
+        """Train one run per seed; False (and the row infeasible) unless all are ok. With
+        ``keep`` (a rung below the top), the runs' states are stored for a promotion."""
         if self._data is None:
             self._data = self.evaluator.load_data(self.spec)
         try:
-            status, reason = train_repeats(
-                self.evaluator, spec, config, self._data, mode, seeds, row
+            status, reason, states = train_repeats(
+                self.evaluator, spec, config, self._data, mode, seeds, row, resume, keep
             )
         finally:
             free_memory()  # the next run starts from the same baseline
+        if states and self.states is not None:
+            trial = self._trial
+            saved = {
+                str(seed): self.states.save(
+                    trial.study, trial._trial_id, blob, f"trial{trial.number}-seed{seed}.pt"
+                )
+                for seed, blob in states.items()
+            }
+            row["state_artifacts"] = {k: v for k, v in saved.items() if v is not None}
         if status != "ok":
             _infeasible(row, status, reason)
         return status == "ok"
+
+    def _promote(
+        self, trial: optuna.Trial, spec: StudySpec, config: Any, rung: int, row: dict[str, Any]
+    ) -> None:
+        """Train a config on from the rung below: its runs continue from their stored states
+        (or retrain from the start when a state cannot be read); the memory and speed
+        profile is copied from the trial it continues."""
+        storage = trial.study._storage
+        source = storage.get_trial(
+            storage.get_trial_id_from_study_id_trial_number(
+                trial.study._study_id, int(trial.user_attrs[PROMOTED_FROM])
+            )
+        )
+        profile = row_of(source)
+        row.update({k: v for k, v in profile.items() if k not in _NOT_PROFILE})
+        row.update(profile_from=profile.get("profile_from", source.number))
+        row.update(promoted_from=source.number, rung=rung)
+        seeds = train_seeds(spec, 0, spec.repeats)
+        stored = profile.get("state_artifacts") or {}
+        resume: dict[int, tuple[bytes, int]] = {}
+        for seed in seeds:
+            blob = None
+            if self.states is not None and str(seed) in stored:
+                blob = self.states.load(str(stored[str(seed)]))
+            if blob is not None:
+                resume[seed] = (blob, spec.rung_steps(rung - 1))
+        row["state_missing"] = len(resume) < len(seeds)
+        at_rung = dataclasses.replace(spec, steps=spec.rung_steps(rung))
+        mode = str(profile["checkpointing_chosen"])
+        if self._train(at_rung, config, mode, seeds, row, resume, rung < spec.top_rung):
+            row.update(status="ok", reason="", feasible=True)
 
     def _confirm(
         self, trial: optuna.Trial, spec: StudySpec, config: Any, row: dict[str, Any]
@@ -265,8 +333,11 @@ class TrialMeasure:
         if self._train(spec, config, str(profile["checkpointing_chosen"]), seeds, row):
             row.update(status="ok", reason="", feasible=True)
 
-    def _measure(self, spec: StudySpec, config: Any, mode: str, row: dict[str, Any]) -> None:
-        if not self._train(spec, config, mode, train_seeds(spec, 0, spec.repeats), row):
+    def _measure(
+        self, spec: StudySpec, config: Any, mode: str, row: dict[str, Any], keep: bool
+    ) -> None:
+        seeds = train_seeds(spec, 0, spec.repeats)
+        if not self._train(spec, config, mode, seeds, row, keep=keep):
             return None
         t = time.perf_counter()
         auto = spec.checkpointing == (AUTO,)

@@ -38,12 +38,15 @@ from unetbench.sweep.record import (
     CONFIG_KEY,
     CONFIRM_OF,
     N_SEEDS,
+    PROMOTED_FROM,
     REPEAT_START,
+    RUNG,
     new_trial,
     role_of,
     set_worker,
     write_failure,
 )
+from unetbench.sweep.rungs import Promotion, promotions_todo, rung_of
 from unetbench.sweep.space import suggest
 from unetbench.sweep.spec import StudySpec
 
@@ -85,6 +88,10 @@ class Proposer:
     def next(self) -> Proposal:
         self.liveness.fail_dead(self.study)
         trials = self.study.get_trials(deepcopy=False)
+        if self.spec.rungs:  # successive halving: a promotion goes before a new config
+            promoted = self._promotion(trials)
+            if promoted is not None:
+                return promoted
         search = [t for t in trials if role_of(t) == "search"]
         complete = sum(t.state == TrialState.COMPLETE for t in search)
         running = sum(t.state == TrialState.RUNNING for t in search)
@@ -92,6 +99,10 @@ class Proposer:
             if complete + running >= self.n_trials:
                 return Proposal("wait")
             return self._search()
+        if self.spec.rungs and any(
+            t.state == TrialState.RUNNING and role_of(t) != "confirm" for t in trials
+        ):
+            return Proposal("wait")  # a running rung may yet promote: confirm at the end
         proposal = self._confirmation(trials)
         if proposal is not None:
             return proposal
@@ -166,6 +177,53 @@ class Proposer:
             self.claims.release(claim)
             self._fail_surplus(trial_id, "surplus: another worker confirms this config")
         return None
+
+    def _promotion(self, trials: list[FrozenTrial]) -> Proposal | None:
+        """Start the first promotion no trial holds (:mod:`unetbench.sweep.rungs`); None if
+        there is none to start."""
+        search = [t for t in trials if role_of(t) == "search"]
+        done = sum(t.state == TrialState.COMPLETE for t in search) >= self.n_trials
+        for item in promotions_todo(self.spec, trials, done):
+            trial_id = self._create_promotion(item)
+            self.started = trial_id
+            claim = f"{item.config_key}|rung{item.rung}"
+            if self.claims.take(claim, trial_id) and not self._promotion_held(item, trial_id):
+                trial = optuna.Trial(self.study, trial_id)
+                _LOG.info(
+                    "promoting trial %d's config to rung %d (%d steps)",
+                    item.source,
+                    item.rung,
+                    self.spec.rung_steps(item.rung),
+                )
+                return Proposal("run", trial, "promote", suggest(trial, self.spec), claim)
+            self.claims.release(claim)
+            self._fail_surplus(trial_id, "surplus: another worker promotes this config")
+        return None
+
+    def _promotion_held(self, item: Promotion, mine: int) -> bool:
+        """Whether a promotion of the item's config to its rung finished since the list was
+        read (RUNNING ones hold the claim: it decided)."""
+        return any(
+            t._trial_id != mine
+            and role_of(t) == "promote"
+            and rung_of(t) == item.rung
+            and t.user_attrs.get(CONFIG_KEY) == item.config_key
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        )
+
+    def _create_promotion(self, item: Promotion) -> int:
+        source = self.study._storage.get_trial(
+            self.study._storage.get_trial_id_from_study_id_trial_number(
+                self.study._study_id, item.source
+            )
+        )
+        return new_trial(
+            self.study,
+            "promote",
+            attrs={CONFIG_KEY: item.config_key, RUNG: item.rung, PROMOTED_FROM: item.source},
+            params=source.params,
+            distributions=source.distributions,
+        )
 
     def _confirm_held(self, item: ConfirmItem, mine: int) -> bool:
         """Whether a confirmation of the item's config finished (or is WAITING, from a study

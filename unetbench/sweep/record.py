@@ -34,9 +34,11 @@ __all__ = [
     "FAILURE",
     "HEARTBEAT",
     "LEADING",
+    "PROMOTED_FROM",
     "REASON_PREFIX",
     "RECORD",
     "ROLE",
+    "RUNG",
     "TOKEN",
     "WORKER",
     "beat",
@@ -53,13 +55,15 @@ __all__ = [
 ]
 
 # User attributes.
-ROLE = "role"  # "search" | "confirm"; trials of studies before roles: search
+ROLE = "role"  # "search" | "promote" | "confirm"; trials of studies before roles: search
 WORKER = "worker"  # {"host", "pid", "start", "boot"}: the process that runs the trial
 CONFIG_KEY = "config_key"  # the trained config (and precision), set when it is chosen
 RECORD = "record"  # the trial's row, one dict, written once when the trial ends
 FAILURE = "failure"  # {"status", "reason"} of a trial being failed (dead worker, signal...)
 CONFIRM_OF = "confirm_of"  # a confirmation: number of the search trial of its config
 REPEAT_START = "repeat_start"  # a confirmation: its first repeat index
+RUNG = "rung"  # successive halving: the rung a trial trains to (search trials: 0)
+PROMOTED_FROM = "promoted_from"  # a promotion: number of the trial of the rung below
 N_SEEDS = "n_seeds"  # a confirmation: how many seeds it trains
 # System attributes.
 TOKEN = "unetbench:token"  # unique per new trial: found again after a lost answer
@@ -78,6 +82,7 @@ LEADING = (
     "reason",
     "reused_from",
     "config_key",
+    "rung",
     "train_seed",
     "n_seeds",
     "steps_done",

@@ -10,6 +10,7 @@ is then infeasible. The first run that is not ok ends the trial. The runs are ke
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from unetbench.seeds import RUN_METRICS, seed_means
@@ -26,7 +27,7 @@ MEAN_COLUMNS = RUN_METRICS
 #: Row keys :func:`train_repeats` writes.
 RUN_KEYS = frozenset(
     {*MEAN_COLUMNS, "runs", "train_seed", "n_seeds", "steps_done", "train_steps", "status"}
-    | {"reason"}
+    | {"reason", "state"}
 )
 
 
@@ -38,13 +39,23 @@ def train_repeats(
     mode: str,
     seeds: list[int],
     row: dict[str, Any],
-) -> tuple[str, str]:
-    """Train ``config`` once per seed into ``row``; returns the trial's (status, reason)."""
+    resume: Mapping[int, tuple[bytes, int]] | None = None,
+    keep_state: bool = False,
+) -> tuple[str, str, dict[int, bytes]]:
+    """Train ``config`` once per seed into ``row``; returns the trial's (status, reason) and
+    the runs' states by seed (``keep_state``). ``resume`` maps a seed to the state of an
+    earlier run and its step count: that run continues (``resumed_steps`` in its run)."""
     runs: list[dict[str, Any]] = []
+    states: dict[int, bytes] = {}
     row.update(train_seed=seeds[0], n_seeds=len(seeds), train_steps=spec.steps, runs=runs)
     status, reason = "ok", ""
     for seed in seeds:
-        result = evaluator.train(spec, config, data, mode, seed=seed)
+        blob, resumed = (resume or {}).get(seed, (None, 0))
+        result = evaluator.train(
+            spec, config, data, mode, seed=seed, resume=blob, keep_state=keep_state
+        )
+        if isinstance(result.get("state"), bytes):
+            states[seed] = result["state"]
         status = str(result.get("status", "ok"))
         reason = str(result.get("reason", ""))
         steps = int(result.get("steps_done", 0))
@@ -56,8 +67,8 @@ def train_repeats(
                 f"{steps} of {spec.steps} steps"
             )
         runs.append(
-            {"train_seed": seed, "steps_done": steps, "capped": capped, "status": status,
-             **{c: result.get(c) for c in MEAN_COLUMNS}}
+            {"train_seed": seed, "steps_done": steps, "resumed_steps": resumed,
+             "capped": capped, "status": status, **{c: result.get(c) for c in MEAN_COLUMNS}}
         )  # fmt: skip
         row.update({k: v for k, v in result.items() if k not in RUN_KEYS})
         if status != "ok":
@@ -66,4 +77,4 @@ def train_repeats(
     means = seed_means([{**r, "config_key": 0} for r in runs], MEAN_COLUMNS)
     for col in MEAN_COLUMNS:
         row[col] = float(means[col].iloc[0]) if len(means) else float("nan")
-    return status, reason
+    return status, reason, states

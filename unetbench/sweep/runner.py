@@ -90,6 +90,7 @@ def run_sweep(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     connect_timeout: float | None = None,
+    artifacts: str | Path | None = None,
 ) -> SweepResult:
     """Run or resume ``spec`` until ``n_trials`` (default ``spec.n_trials``) trials are COMPLETE.
 
@@ -112,6 +113,9 @@ def run_sweep(
             ``[storage] grace_period``, else 180).
         connect_timeout: seconds to wait for a storage server when opening (default the
             spec's ``[storage] connect_timeout``, else 5).
+        artifacts: folder of the runs' trained states, for a study with rungs (default the
+            spec's ``[storage] artifacts``, else ``<results_dir>/<study>/artifacts``); every
+            machine of a study should reach the same folder.
 
     Raises:
         StorageUnreachable: the storage stayed unreachable for longer than the grace period.
@@ -130,6 +134,7 @@ def run_sweep(
     n = plan.n_trials
     data = evaluator.load_data(spec)  # data mistakes end the sweep before anything is stored
     study_dir = Path(results_dir) / spec.name
+    artifacts = str(artifacts or spec.artifacts or study_dir / "artifacts")
     store = open_storage(
         storage,
         study_dir,
@@ -158,6 +163,7 @@ def run_sweep(
                         device=device_list[0],
                         plan=plan,
                         data=data,
+                        artifacts=artifacts,
                     )
             else:
                 args = WorkerArgs(
@@ -173,6 +179,7 @@ def run_sweep(
                     grace_period=store.grace_period if store.shared else None,
                     connect_timeout=connect_timeout or spec.connect_timeout,
                     plan=plan,
+                    artifacts=artifacts,
                 )
                 _run_processes(args, device_list, study, bar, study_dir)
     except KeyboardInterrupt:
@@ -356,7 +363,7 @@ def _best(spec: StudySpec, trials: list[optuna.trial.FrozenTrial]) -> dict[str, 
     if not ranked:
         return {}
     row = row_of(ranked[0])
-    mean = seed_means(trials).get(row.get("config_key"), {})
+    mean = seed_means(trials, spec.top_rung).get(row.get("config_key"), {})
     return {**row, **{k: v for k, v in mean.items() if k != "config_key"}}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import re
 import sys
@@ -98,10 +99,10 @@ _TOP_KEYS = {
     "storage",
 }
 # [storage]: how a shared storage is used; none of it changes a trial's result.
-_STORAGE_KEYS = {"heartbeat_interval", "grace_period", "connect_timeout"}
+_STORAGE_KEYS = {"heartbeat_interval", "grace_period", "connect_timeout", "artifacts"}
 _TRAIN_KEYS = {
     "patch_shape", "batch_size", "steps", "seconds", "lr", "dice_loss", "device", "threads",
-    "precision", "repeats",
+    "precision", "repeats", "eta",
 }  # fmt: skip
 _CONFIRM_KEYS = {"top", "repeats"}
 _PROFILE_KEYS = {"checkpointing", "options"}
@@ -130,7 +131,7 @@ class StudySpec:
     data: dict[str, Any]  # passed unchanged to unetbench.data.make_dataset
     patch_shape: tuple[int, ...]
     batch_size: int
-    steps: int  # every run trains exactly this many steps
+    steps: int  # every run trains exactly this many steps (with rungs: the top rung's)
     objectives: tuple[tuple[str, str], ...]  # (record column, "maximize" | "minimize")
     seconds: float | None = None  # a guard: a run stopped by it is "capped", not feasible
     repeats: int = 1  # training seeds per search trial; val_dice is their mean
@@ -152,7 +153,18 @@ class StudySpec:
     heartbeat_interval: int | None = None  # [storage]; None: the storage's default
     grace_period: int | None = None
     connect_timeout: float | None = None
+    artifacts: str | None = None  # [storage] artifacts: where trained states are kept
+    rungs: tuple[int, ...] = ()  # [train] steps = [40, 160, 640]: successive-halving rungs
+    eta: int = 3  # the best 1/eta of a rung are promoted to the next
     source: str = "<dict>"
+
+    def rung_steps(self, rung: int) -> int:
+        """Steps a run trains in total at ``rung`` (0 without rungs: ``steps``)."""
+        return self.rungs[rung] if self.rungs else self.steps
+
+    @property
+    def top_rung(self) -> int:
+        return max(len(self.rungs) - 1, 0)
 
     @property
     def directions(self) -> list[Literal["maximize", "minimize"]]:
@@ -173,7 +185,7 @@ class StudySpec:
         # How the storage is used changes no result either.
         for key in (
             "n_trials", "description", "source", "confirm_top", "confirm_repeats",
-            "heartbeat_interval", "grace_period", "connect_timeout",
+            "heartbeat_interval", "grace_period", "connect_timeout", "artifacts",
         ):  # fmt: skip
             d.pop(key)
         # Fields added later count only when set, so studies run before them still resume.
@@ -181,6 +193,8 @@ class StudySpec:
             ("precision", "fp32"),
             ("memory_headroom_bytes", None),
             ("repeats", 1),
+            ("rungs", ()),
+            ("eta", 3),
         ):
             if d[key] == default:
                 d.pop(key)
@@ -234,6 +248,7 @@ def _parse(raw: Mapping[str, Any], src: str) -> StudySpec:
     top, confirm_repeats = _confirm(raw, repeats, src)
     storage = as_table(raw, "storage", src) if "storage" in raw else {}
     no_unknown(storage, _STORAGE_KEYS, src, "storage.")
+    rungs = _rungs(train.get("steps"), src)
     return StudySpec(
         name=name,
         description=str(raw.get("description", "")),
@@ -244,7 +259,9 @@ def _parse(raw: Mapping[str, Any], src: str) -> StudySpec:
         data=dict(as_table(raw, "data", src)),
         patch_shape=as_shape(train.get("patch_shape"), src),
         batch_size=as_int(train.get("batch_size", 1), f"{src}: train.batch_size"),
-        steps=as_int(train.get("steps"), f"{src}: train.steps"),
+        steps=rungs[-1] if rungs else as_int(train.get("steps"), f"{src}: train.steps"),
+        rungs=rungs,
+        eta=_eta(train, rungs, src),
         seconds=as_seconds(train.get("seconds"), src),
         repeats=repeats,
         confirm_top=top,
@@ -270,8 +287,37 @@ def _parse(raw: Mapping[str, Any], src: str) -> StudySpec:
             if "connect_timeout" in storage
             else None
         ),
+        artifacts=_artifacts(storage, src),
         source=src,
     )
+
+
+def _rungs(value: object, src: str) -> tuple[int, ...]:
+    """``[train] steps`` as a list: rungs of successive halving, at least two, increasing."""
+    if not isinstance(value, list):
+        return ()
+    rungs = tuple(as_int(v, f"{src}: train.steps rung") for v in value)
+    if len(rungs) < 2 or any(b <= a for a, b in itertools.pairwise(rungs)):
+        raise ConfigError(
+            f"{src}: train.steps as a list gives successive-halving rungs: at least two step "
+            f"counts, each larger than the one before, e.g. [40, 160, 640]; got {value!r}"
+        )
+    return rungs
+
+
+def _eta(train: Mapping[str, Any], rungs: tuple[int, ...], src: str) -> int:
+    if "eta" not in train:
+        return 3
+    if not rungs:
+        raise ConfigError(f"{src}: train.eta needs rungs (train.steps = [40, 160, 640])")
+    return as_int(train["eta"], f"{src}: train.eta", low=1)
+
+
+def _artifacts(storage: Mapping[str, Any], src: str) -> str | None:
+    value = storage.get("artifacts")
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ConfigError(f"{src}: storage.artifacts must be a folder path, got {value!r}")
+    return value
 
 
 def _whole_seconds(table: Mapping[str, Any], key: str, src: str) -> int | None:

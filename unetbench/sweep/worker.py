@@ -48,6 +48,7 @@ from unetbench.sweep.record import write_failure, write_record
 from unetbench.sweep.retry import RetryingStorage, StorageUnreachable
 from unetbench.sweep.sampling import SearchPlan, make_sampler, search_plan
 from unetbench.sweep.spec import StudySpec
+from unetbench.sweep.states import StateStore
 from unetbench.sweep.storage import StudyStorage, open_storage
 
 __all__ = [
@@ -165,13 +166,15 @@ def run_worker(
     device: str | None = None,
     plan: SearchPlan | None = None,
     data: Any = None,
+    artifacts: str | None = None,
 ) -> int:
     """Run search trials until the study has ``n_trials`` COMPLETE, then the confirmation
     round; returns how many trials this worker ran.
 
     ``device`` overrides ``spec.device`` for this worker (``--devices``); ``plan`` is
     :func:`~unetbench.sweep.sampling.search_plan` (computed here if not given), which may
-    lower ``n_trials``; ``data`` is the study's data if it is loaded already.
+    lower ``n_trials``; ``data`` is the study's data if it is loaded already; ``artifacts``
+    is the folder of the runs' states, for a study with rungs.
     """
     plan = search_plan(spec, n_trials) if plan is None else plan
     n_trials = min(n_trials, plan.n_trials)
@@ -187,7 +190,8 @@ def run_worker(
     )
     liveness = Liveness(storage)
     proposer = Proposer(spec, study, n_trials, claims, liveness)
-    measure = TrialMeasure(spec, evaluator, liveness, claims, data=data)
+    states = StateStore(artifacts) if spec.rungs and artifacts is not None else None
+    measure = TrialMeasure(spec, evaluator, liveness, claims, data=data, states=states)
     # Everything alive now (torch, optuna, the data) lives as long as the worker: moved out of
     # the collector's sight, the full collection between trials only scans what trials made.
     gc.collect()
@@ -357,6 +361,7 @@ class WorkerArgs:
     grace_period: int | None = None
     connect_timeout: float | None = None
     plan: SearchPlan | None = None
+    artifacts: str | None = None
 
 
 def worker_process_main(args: WorkerArgs) -> None:
@@ -383,6 +388,7 @@ def worker_process_main(args: WorkerArgs) -> None:
                     workers=args.workers,
                     device=args.device,
                     plan=args.plan,
+                    artifacts=args.artifacts,
                 )
     except StorageUnreachable as exc:
         _LOG.debug("worker stops: %s", exc)  # the parent says it, once
