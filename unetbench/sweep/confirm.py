@@ -23,13 +23,11 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
-from unetbench.ranking import ranked, spread_of
 from unetbench.seeds import seed_means as mean_over_seeds
 from unetbench.sweep.record import CONFIG_KEY, role_of, row_of
-from unetbench.sweep.rungs import rung_of
+from unetbench.sweep.rungs import rung_of, rung_ranked
 from unetbench.sweep.spec import StudySpec
 
 __all__ = ["ConfirmItem", "confirm_todo", "pareto_ranked", "seed_means", "train_seeds"]
@@ -54,38 +52,10 @@ def train_seeds(spec: StudySpec, start: int, count: int) -> list[int]:
 
 
 def pareto_ranked(spec: StudySpec, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """Feasible COMPLETE search trials that trained (one per config), best first, by
-    :func:`unetbench.ranking.ranked` over the objectives, run metrics as seed means
-    (:func:`seed_means`), timings with their measured spread."""
-    seen: set[Any] = set()
-    ok = []
-    for t in sorted(trials, key=lambda t: t.number):
-        row = row_of(t)
-        key = row.get(CONFIG_KEY)
-        if (
-            t.state == TrialState.COMPLETE
-            and role_of(t) in ("search", "promote")
-            and rung_of(t) == spec.top_rung
-            and row.get("feasible")
-            and "reused_from" not in row
-            and key not in seen
-            and t.values is not None
-        ):
-            seen.add(key)
-            ok.append(t)
-    if not ok:
-        return []
-    signs = np.array([1.0 if d == "maximize" else -1.0 for d in spec.directions])
-    means = seed_means(trials, spec.top_rung)
-    scores, spreads = [], []
-    for t in ok:
-        row = {**row_of(t), **means.get(t.user_attrs[CONFIG_KEY], {})}
-        values = [row.get(n, v) for n, v in zip(spec.objective_names, t.values, strict=True)]
-        scores.append(signs * np.array(values, dtype=float))
-        spreads.append([spread_of(row, n) for n in spec.objective_names])
-    by_number = {t.number: t for t in ok}
-    order = ranked([t.number for t in ok], np.array(scores), np.array(spreads))
-    return [by_number[n] for n in order]
+    """Feasible COMPLETE trials at the top rung (search trials, without rungs), one per
+    config, best first by :func:`~unetbench.sweep.rungs.rung_ranked`, run metrics as seed
+    means over every seed trained there, confirmations included (:func:`seed_means`)."""
+    return rung_ranked(spec, trials, spec.top_rung, seed_means(trials, spec.top_rung))
 
 
 def seed_means(trials: Sequence[FrozenTrial], rung: int = 0) -> dict[Any, dict[str, Any]]:

@@ -289,15 +289,7 @@ class TrialMeasure:
         """Train a config on from the rung below: its runs continue from their stored states
         (or retrain from the start when a state cannot be read); the memory and speed
         profile is copied from the trial it continues."""
-        storage = trial.study._storage
-        source = storage.get_trial(
-            storage.get_trial_id_from_study_id_trial_number(
-                trial.study._study_id, int(trial.user_attrs[PROMOTED_FROM])
-            )
-        )
-        profile = row_of(source)
-        row.update({k: v for k, v in profile.items() if k not in _NOT_PROFILE})
-        row.update(profile_from=profile.get("profile_from", source.number))
+        source, profile = _copy_profile(trial, PROMOTED_FROM, row)
         row.update(promoted_from=source.number, rung=rung)
         seeds = train_seeds(spec, 0, spec.repeats)
         stored = profile.get("state_artifacts") or {}
@@ -318,15 +310,7 @@ class TrialMeasure:
         self, trial: optuna.Trial, spec: StudySpec, config: Any, row: dict[str, Any]
     ) -> None:
         """Further seeds of a searched config; its profile is copied from the search trial."""
-        storage = trial.study._storage
-        source = storage.get_trial(
-            storage.get_trial_id_from_study_id_trial_number(
-                trial.study._study_id, int(trial.user_attrs[CONFIRM_OF])
-            )
-        )
-        profile = row_of(source)
-        row.update({k: v for k, v in profile.items() if k not in _NOT_PROFILE})
-        row["profile_from"] = source.number
+        _, profile = _copy_profile(trial, CONFIRM_OF, row)
         seeds = train_seeds(
             spec, int(trial.user_attrs[REPEAT_START]), int(trial.user_attrs[N_SEEDS])
         )
@@ -422,6 +406,24 @@ class TrialMeasure:
         over = (total - usable) / usable if finite(usable) and finite(total) else 0.0
         row["constraints"] = [float(over), 0.0 if row.get("feasible") else 1.0]
         return values
+
+
+def _copy_profile(
+    trial: optuna.Trial, attr: str, row: dict[str, Any]
+) -> tuple[optuna.trial.FrozenTrial, dict[str, Any]]:
+    """The trial a promotion or confirmation builds on (number in user attribute ``attr``),
+    and its row; copies its memory and speed profile into ``row`` (``profile_from``: the
+    trial that measured it)."""
+    storage = trial.study._storage
+    source = storage.get_trial(
+        storage.get_trial_id_from_study_id_trial_number(
+            trial.study._study_id, int(trial.user_attrs[attr])
+        )
+    )
+    profile = row_of(source)
+    row.update({k: v for k, v in profile.items() if k not in _NOT_PROFILE})
+    row["profile_from"] = profile.get("profile_from", source.number)
+    return source, profile
 
 
 def _infeasible(row: dict[str, Any], status: str, reason: str) -> None:

@@ -19,7 +19,7 @@ top rung, over the configs that reached it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,9 +48,15 @@ def rung_of(trial: FrozenTrial) -> int:
     return int(trial.user_attrs.get(RUNG, 0))
 
 
-def rung_ranked(spec: StudySpec, trials: Sequence[FrozenTrial], rung: int) -> list[FrozenTrial]:
+def rung_ranked(
+    spec: StudySpec,
+    trials: Sequence[FrozenTrial],
+    rung: int,
+    means: Mapping[Any, Mapping[str, Any]] | None = None,
+) -> list[FrozenTrial]:
     """Feasible COMPLETE trials that trained at ``rung`` (search or promotion, one per config,
-    results reused from another trial left out), best first by the one ranking."""
+    results reused from another trial left out), best first by the one ranking; ``means``
+    (per config key) replace a trial's run metrics, e.g. seed means over more seeds."""
     seen: set[Any] = set()
     ok = []
     for t in sorted(trials, key=lambda t: t.number):
@@ -70,8 +76,12 @@ def rung_ranked(spec: StudySpec, trials: Sequence[FrozenTrial], rung: int) -> li
     if not ok:
         return []
     signs = np.array([1.0 if d == "maximize" else -1.0 for d in spec.directions])
-    scores = [signs * np.array(t.values, dtype=float) for t in ok]
-    spreads = [[spread_of(row_of(t), n) for n in spec.objective_names] for t in ok]
+    scores, spreads = [], []
+    for t in ok:
+        row = {**row_of(t), **(means or {}).get(t.user_attrs[CONFIG_KEY], {})}
+        values = [row.get(n, v) for n, v in zip(spec.objective_names, t.values, strict=True)]
+        scores.append(signs * np.array(values, dtype=float))
+        spreads.append([spread_of(row, n) for n in spec.objective_names])
     by_number = {t.number: t for t in ok}
     order = ranked([t.number for t in ok], np.array(scores), np.array(spreads))
     return [by_number[n] for n in order]
