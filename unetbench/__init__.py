@@ -6,10 +6,10 @@ profile/train -> flat record (pandas) -> report/plot.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from unetbench._errors import ConfigError, UnetbenchError, UsageError
+from unetbench._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from unetbench.config import UNetConfig
@@ -52,11 +52,11 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        if _LAZY[name] == "unetbench.sweep":  # an untested Optuna: one line, not a deep error
-            from unetbench._versions import require_tested
+def _check_optuna(module: str) -> None:
+    if module == "unetbench.sweep":  # an untested Optuna: one line, not a deep error
+        from unetbench._versions import require_tested
 
-            require_tested("optuna")
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'unetbench' has no attribute {name!r}")
+        require_tested("optuna")
+
+
+__getattr__ = lazy_getattr(__name__, _LAZY, _check_optuna)

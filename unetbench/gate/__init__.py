@@ -8,8 +8,9 @@ that loading the pytest plugin (``unetbench.gate.pytest_plugin``) does not impor
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from unetbench._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from unetbench.gate._load import load_records, records_from_json
@@ -47,7 +48,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'unetbench.gate' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

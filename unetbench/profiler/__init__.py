@@ -8,8 +8,9 @@ import :mod:`unetbench.profiler.load` without importing torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from unetbench._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from unetbench.profiler.api import RECORD_COLUMNS, planned_steps, profile
@@ -35,7 +36,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'unetbench.profiler' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
