@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from unetbench._errors import UsageError
 from unetbench.device_names import device_type
-from unetbench.units import MIB
+from unetbench.units import MIB, parse_bytes
 
 __all__ = [
     "AUTO",
@@ -20,6 +21,7 @@ __all__ = [
     "budget_columns",
     "default_headroom_bytes",
     "headroom_bytes",
+    "split_budget",
     "usable_bytes",
 ]
 
@@ -44,6 +46,30 @@ def usable_bytes(budget: int, headroom: int | None, device: str) -> int:
 def headroom_bytes(headroom: int | None, device: str) -> int:
     """The headroom actually kept: ``headroom``, or the device's default when None."""
     return default_headroom_bytes(device) if headroom is None else headroom
+
+
+def split_budget(
+    budget: int | str | None, headroom: int | str | None, device: str
+) -> tuple[int | None, int]:
+    """``(usable bytes, headroom bytes)`` of a budget given as bytes or a size string
+    (``"11GiB"``); usable is None without a budget.
+
+    Raises:
+        UsageError: a size that cannot be read, or a headroom that leaves nothing.
+    """
+    room = headroom_bytes(
+        None if headroom is None else parse_bytes(headroom, "memory_headroom", allow_zero=True),
+        device,
+    )
+    if budget is None:
+        return None, room
+    total = parse_bytes(budget, "memory_budget")
+    if room >= total:
+        raise UsageError(
+            f"the memory headroom ({room} B) leaves nothing of the budget ({total} B); "
+            "raise the budget or lower the headroom"
+        )
+    return total - room, room
 
 
 def budget_columns(spec: Any) -> dict[str, int | None]:

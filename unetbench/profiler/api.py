@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from unetbench._errors import UsageError
+from unetbench.budget import split_budget
 from unetbench.model.policies import CheckpointPolicy, get_policy
 from unetbench.model.training import parse_memory_formats, to_memory_format, torch_memory_format
 from unetbench.precision import autocast_dtype_name, parse_precisions
@@ -30,7 +30,6 @@ from unetbench.profiler import _measure, _step, devices, env, flops, load, memor
 from unetbench.profiler.auto import AUTO, choose_policy
 from unetbench.profiler.timing import check_timing_args
 from unetbench.shapes import fmt_shape
-from unetbench.units import parse_bytes
 
 __all__ = ["RECORD_COLUMNS", "profile"]
 
@@ -241,16 +240,7 @@ def _budget(
     budget: int | str | None, headroom: int | str | None, dev: torch.device
 ) -> tuple[int | None, int]:
     """``(budget less headroom, headroom)`` in bytes; the budget is None when not given."""
-    if headroom is None:
-        room = memory.default_headroom_bytes(str(dev))
-    else:
-        room = parse_bytes(headroom, "memory_headroom", allow_zero=True)
-    if budget is None:
-        return None, room
-    total = parse_bytes(budget, "memory_budget")
-    if room >= total:
-        raise UsageError(f"memory headroom {room} B leaves nothing of the budget {total} B")
-    return total - room, room
+    return split_budget(budget, headroom, str(dev))
 
 
 def _policy(
