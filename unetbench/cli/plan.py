@@ -9,8 +9,8 @@ from unetbench.cli import _common as _cli
 from unetbench.units import parse_bytes
 
 _SHOWN = (
-    "vary", "checkpointing", "checkpointing_chosen", "precision", "memory_format",
-    "batch_size", "input_shape", "fits", "est_peak_mem_train_bytes", "gap_margin_bytes",
+    "vary", "checkpointing", "checkpointing_chosen", "precision", "batch_size",
+    "input_shape", "memory_format", "fits", "est_peak_mem_train_bytes", "gap_margin_bytes",
     "total_bytes", "headroom_bytes", "budget_bytes",
 )  # fmt: skip
 
