@@ -4,15 +4,20 @@ Run as ``python tests/fake_sweep.py --n N --storage URL --results DIR [...]``: i
 :func:`unetbench.run_sweep` with :class:`test_sweep_mechanics.FakeEvaluator` (a training takes
 ``--delay`` seconds and leaves a marker file) and exits as ``unetbench sweep`` does: one line
 and 2 for a mistake, 75 when the storage stayed away past the grace period, 128 + the signal
-when interrupted.
+when interrupted. ``--rungs 2,4,8`` (with ``--eta``, ``--artifacts``) makes it a study with
+successive-halving rungs; ``--promote-delay`` is then how long a promotion trains, and each
+promotion leaves a marker file ``promote-<pid>-<ns>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))  # spawned workers unpickle FakeEvaluator
 
@@ -33,12 +38,37 @@ ALL_TRAIN = {
 }
 
 
-def fake_spec(n_trials: int, confirm: bool = False) -> StudySpec:
+def fake_spec(
+    n_trials: int, confirm: bool = False, rungs: list[int] | None = None, eta: int | None = None
+) -> StudySpec:
     raw = tomllib.loads(FAKE_SPEC)
     raw.update(n_trials=n_trials, search=ALL_TRAIN)
     if confirm:
         raw["confirm"] = {"top": 2, "repeats": 2}
+    if rungs:
+        raw["train"]["steps"] = rungs
+    if eta is not None:
+        raw["train"]["eta"] = eta
     return StudySpec.from_dict(raw, source="<fake>")
+
+
+class PromotingEvaluator(FakeEvaluator):
+    """FakeEvaluator whose promotions (runs that continue from a stored state) take
+    ``promote_delay`` seconds and leave a marker file ``promote-<pid>-<ns>``."""
+
+    def __init__(self, promote_delay: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.promote_delay = promote_delay
+
+    def train(self, spec: StudySpec, config: Any, data: Any, checkpointing: str, *,
+              seed: int, resume: bytes | None = None, keep_state: bool = False,
+              ) -> dict[str, Any]:  # fmt: skip
+        if resume is not None:
+            if self.marker_dir is not None:
+                Path(self.marker_dir, f"promote-{os.getpid()}-{time.monotonic_ns()}").touch()
+            time.sleep(self.promote_delay)
+        return super().train(spec, config, data, checkpointing, seed=seed, resume=resume,
+                             keep_state=keep_state)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,20 +82,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grace", type=int, default=None)
     p.add_argument("--markers", default=None)
     p.add_argument("--confirm", action="store_true")
+    p.add_argument("--rungs", default=None, help="e.g. 2,4,8: a study with rungs")
+    p.add_argument("--eta", type=int, default=None)
+    p.add_argument("--artifacts", default=None)
+    p.add_argument("--promote-delay", type=float, default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("optuna").setLevel(logging.WARNING)
 
+    rungs = [int(s) for s in args.rungs.split(",")] if args.rungs else None
+    evaluator = (
+        FakeEvaluator(delay=args.delay, marker_dir=args.markers)
+        if args.promote_delay is None
+        else PromotingEvaluator(args.promote_delay, delay=args.delay, marker_dir=args.markers)
+    )
+
     def sweep() -> int:
         run_sweep(
-            fake_spec(args.n, args.confirm),
+            fake_spec(args.n, args.confirm, rungs, args.eta),
             workers=args.workers,
             storage=args.storage,
             results_dir=args.results,
-            evaluator=FakeEvaluator(delay=args.delay, marker_dir=args.markers),
+            evaluator=evaluator,
             show_progress=False,
             heartbeat_interval=args.heartbeat,
             grace_period=args.grace,
+            artifacts=args.artifacts,
         )
         return 0
 
