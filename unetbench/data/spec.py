@@ -24,15 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from unetbench._errors import ConfigError
+from unetbench.data import volumes
 from unetbench.data.synthetic import make_synthetic_volume
-from unetbench.data.volumes import (
-    SegmentationData,
-    Volume,
-    load_hdf5,
-    load_npy,
-    load_npz,
-    split_volume,
-)
+from unetbench.data.volumes import SegmentationData, Volume
 from unetbench.shapes import fmt_shape
 
 __all__ = ["DataSpec", "make_dataset"]
@@ -187,17 +181,17 @@ def make_dataset(
 
     def load(path: str) -> Volume:
         if ds.kind == "hdf5":
-            return load_hdf5(resolve(path), ds.raw, ds.label)
-        return load_npz(resolve(path), ds.raw, ds.label)
+            return volumes.load_hdf5(resolve(path), ds.raw, ds.label)
+        return volumes.load_npz(resolve(path), ds.raw, ds.label)
 
     if ds.kind == "npy":
-        train = [load_npy(resolve(ds.raw), resolve(ds.label))]
-        val = [load_npy(resolve(ds.val_raw), resolve(ds.val_label))] if ds.val_raw else []
+        train = [volumes.load_npy(resolve(ds.raw), resolve(ds.label))]
+        val = [volumes.load_npy(resolve(ds.val_raw), resolve(ds.val_label))] if ds.val_raw else []
     else:
         train = [load(p) for p in ds.path]
         val = [load(p) for p in ds.val_path]
     if not val:
-        pairs = [split_volume(v, ds.val_fraction, ds.split_axis) for v in train]
+        pairs = [volumes.split_volume(v, ds.val_fraction, ds.split_axis) for v in train]
         train, val = [t for t, _ in pairs], [v for _, v in pairs]
     files = ", ".join(ds.path) if ds.kind != "npy" else ds.raw
     log.info("loaded %d training and %d validation volume(s) from %s", len(train), len(val), files)
