@@ -18,6 +18,7 @@ import tomllib
 from optuna.trial import TrialState
 from test_sweep_mechanics import FAKE_SPEC, FakeEvaluator, fake_spec, load
 
+from unetbench import ConfigError
 from unetbench.cli.main import main
 from unetbench.sweep import StudySpec, TorchEvaluator, load_study_spec, run_sweep
 from unetbench.sweep.evaluator import Evaluator
@@ -199,3 +200,41 @@ def test_a_dice_loss_study_is_budgeted_for_the_step_it_trains() -> None:
     )
     (record,) = [r for r in ev.profile(dice, config) if r["checkpointing"] == "none"]
     assert record["dice_loss"] is True
+
+
+def test_memory_format_is_a_sweep_dimension_like_precision(tmp_path: Path) -> None:
+    """Searched memory formats are distinct configs, trained, estimated and recorded in
+    their format."""
+    from unetbench.profiler.memory import estimate_step_bytes
+
+    raw = tomllib.loads(FAKE_SPEC)
+    raw.update(n_trials=4, search={"start_filts": [4, 8],
+                                   "memory_format": ["contiguous", "channels_last"]})  # fmt: skip
+    spec = StudySpec.from_dict(raw, "<fake>")
+    seen: list[tuple[int, str]] = []
+
+    class Recording(FakeEvaluator):
+        def train(self, spec: StudySpec, config: Any, *args: Any, **kw: Any) -> dict[str, Any]:
+            seen.append((config.start_filts, spec.memory_format))
+            return super().train(spec, config, *args, **kw)
+
+    run_sweep(spec, results_dir=tmp_path, evaluator=Recording(), show_progress=False)
+    frame = pd.read_parquet(tmp_path / "fake" / "trials.parquet")
+    got = sorted(zip(frame["start_filts"], frame["memory_format"], strict=True))
+    assert got == sorted(seen) == [(4, "channels_last"), (4, "contiguous"),
+                                   (8, "channels_last"), (8, "contiguous")]  # fmt: skip
+    assert frame["config_key"].nunique() == 4
+    # The real evaluator estimates and trains the step in the trial's format.
+    smoke = _smoke(1, train={**tomllib.loads(SMOKE.read_text())["train"],
+                             "memory_format": "channels_last"})  # fmt: skip
+    config = build_config(smoke, {"up_mode": "transpose", "merge_mode": "concat",
+                                  "attention": False})  # fmt: skip
+    full = (1, config.in_channels, *smoke.patch_shape)
+    step = estimate_step_bytes(config, full, "none", "fp32", "cpu", memory_format="channels_last")
+    assert TorchEvaluator().estimate_memory(smoke, config, "none")["est_total_train_bytes"] == (
+        step.total
+    )
+    ev = TorchEvaluator()
+    assert ev.train(smoke, config, ev.load_data(smoke), "none", seed=0)["status"] == "ok"
+    with pytest.raises(ConfigError, match=r"train\.memory_format must be one of"):
+        _smoke(1, train={**tomllib.loads(SMOKE.read_text())["train"], "memory_format": "nhwc"})

@@ -30,7 +30,14 @@ from unetbench.data.patches import PatchSampler, predict_volume
 from unetbench.data.volumes import SegmentationData
 from unetbench.devices import empty_cache, on_device, resolve_device
 from unetbench.model import UNet, get_policy
-from unetbench.model.training import deterministic_training, segmentation_loss, soft_dice_loss
+from unetbench.model.training import (
+    check_memory_format,
+    deterministic_training,
+    segmentation_loss,
+    soft_dice_loss,
+    to_memory_format,
+    torch_memory_format,
+)
 from unetbench.precision import autocast, check_precision, grad_scaler
 
 __all__ = ["TrainResult", "TrainState", "soft_dice_loss", "train_and_evaluate"]
@@ -155,8 +162,12 @@ def train_and_evaluate(
     precision: str = "fp32",
     resume: TrainState | None = None,
     keep_state: bool = False,
+    memory_format: str = "contiguous",
 ) -> TrainResult:
     """Train ``config`` on ``data`` with Adam for ``steps`` steps or ``seconds``, then validate.
+
+    ``memory_format`` lays out the weights and the batches (``channels_last``: channels last,
+    as the profile and the estimate of that format do).
 
     ``resume`` continues a run of the same config and ``seed`` that stopped at
     ``resume.steps_done`` (< ``steps``) up to ``steps`` in total; ``seconds`` then limits the
@@ -183,6 +194,7 @@ def train_and_evaluate(
     dev = resolve_device(device)
     forward = get_policy(checkpointing).forward
     check_precision(precision)
+    check_memory_format(memory_format)
     _check(config, data, patch)
     if resume is not None and (resume.seed != seed or resume.steps_done >= steps):
         raise UsageError(
@@ -196,7 +208,8 @@ def train_and_evaluate(
     flags.enter_context(deterministic_training())
     flags.enter_context(on_device(dev))  # cuda:N current: nothing here touches cuda:0
     try:
-        model = UNet.from_config(config).to(dev)
+        model = to_memory_format(UNet.from_config(config).to(dev), memory_format, config.dim)
+        layout = torch_memory_format(memory_format, config.dim)
         out = tuple(int(s) for s in config.output_shape(patch))
         sampler = PatchSampler(data.train, patch, out, rng=np.random.default_rng(seed))
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -223,7 +236,7 @@ def train_and_evaluate(
             x, y = sampler.sample(batch_size)
             target = _to_device(y, dev)
             with autocast(precision, dev.type):
-                logits = forward(model, _to_device(x, dev))
+                logits = forward(model, _to_device(x, dev).contiguous(memory_format=layout))
                 loss = segmentation_loss(logits, target, dice_loss)
             # A non-finite loss is found up to _READ_EVERY - 1 steps late; the steps after it
             # are wasted but not counted, as the run is reported diverged at that step.

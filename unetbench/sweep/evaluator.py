@@ -94,7 +94,13 @@ class TorchEvaluator:
 
         full = (spec.batch_size, config.in_channels, *spec.patch_shape)
         step = estimate_step_bytes(
-            config, full, checkpointing, spec.precision, spec.device, dice_loss=spec.dice_loss
+            config,
+            full,
+            checkpointing,
+            spec.precision,
+            spec.device,
+            dice_loss=spec.dice_loss,
+            memory_format=spec.memory_format,
         )
         return {"est_peak_mem_train_bytes": step.peak, "est_total_train_bytes": step.total}
 
@@ -105,7 +111,13 @@ class TorchEvaluator:
 
         full = (spec.batch_size, config.in_channels, *spec.patch_shape)
         choice = choose_policy(
-            config, full, spec.precision, budget_bytes, device=spec.device, dice_loss=spec.dice_loss
+            config,
+            full,
+            spec.precision,
+            budget_bytes,
+            device=spec.device,
+            dice_loss=spec.dice_loss,
+            memory_format=spec.memory_format,
         )
         return choice.name, {
             "est_peak_mem_train_bytes": choice.est_peak_bytes[choice.name],
@@ -138,6 +150,7 @@ class TorchEvaluator:
             device=spec.device,
             checkpointing=checkpointing,
             precision=spec.precision,
+            memory_format=spec.memory_format,
             resume=None if resume is None else TrainState.from_bytes(resume),
             keep_state=keep_state,
         )
@@ -157,6 +170,7 @@ class TorchEvaluator:
             device=spec.device,
             precision=spec.precision,
             dice_loss=spec.dice_loss,
+            memory_format=spec.memory_format,
             **spec.profile_options,
         )
         return [{str(k): v for k, v in r.items()} for r in frame.to_dict(orient="records")]

@@ -59,7 +59,7 @@ from unetbench.sweep.record import (
 )
 from unetbench.sweep.repeats import RUN_KEYS, train_repeats
 from unetbench.sweep.retry import StorageUnreachable
-from unetbench.sweep.space import build_config, config_key
+from unetbench.sweep.space import TRAINING_FIELDS, build_config, config_key
 from unetbench.sweep.states import StateStore
 
 if TYPE_CHECKING:
@@ -154,8 +154,9 @@ class TrialMeasure:
     def _run(self, trial: optuna.Trial, proposal: Proposal, row: dict[str, Any]) -> None:
         sampled = proposal.sampled
         spec = self.spec  # with this trial's precision, when precision is searched
-        if sampled.get("precision", spec.precision) != spec.precision:
-            spec = dataclasses.replace(spec, precision=sampled["precision"])
+        for field in TRAINING_FIELDS:  # this trial's precision / memory format, if searched
+            if sampled.get(field, getattr(spec, field)) != getattr(spec, field):
+                spec = dataclasses.replace(spec, **{field: sampled[field]})
         row.update(
             {
                 k: list(v) if isinstance(v, tuple) else v
@@ -167,6 +168,7 @@ class TrialMeasure:
             input_shape=fmt_shape(spec.patch_shape),
             device=spec.device,
             precision=spec.precision,
+            memory_format=spec.memory_format,
         )
         try:
             config = build_config(spec, sampled)
@@ -174,7 +176,7 @@ class TrialMeasure:
             config.check_input_shape(spec.patch_shape)
         except ConfigError as exc:
             return _infeasible(row, "illegal", f"illegal config: {exc}")
-        key = config_key(config, spec.precision)
+        key = config_key(config, spec.precision, spec.memory_format)
         row[CONFIG_KEY] = key
         if trial.user_attrs.get(CONFIG_KEY) != key:  # an enqueued trial, not sampled
             set_config_key(trial.study._storage, trial._trial_id, key)
@@ -248,7 +250,7 @@ class TrialMeasure:
         try:
             self._measure(spec, config, mode, row, keep)
         finally:
-            free_memory()  # the next trial starts from the same baseline
+            free_memory(self.spec.device)  # the next trial starts from the same baseline
 
     def _train(
         self,
@@ -269,7 +271,7 @@ class TrialMeasure:
                 self.evaluator, spec, config, self._data, mode, seeds, row, resume, keep
             )
         finally:
-            free_memory()  # the next run starts from the same baseline
+            free_memory(self.spec.device)  # the next run starts from the same baseline
         if states and self.states is not None:
             trial = self._trial
             saved = {

@@ -34,7 +34,7 @@ __all__ = [
 
 # Fields that decide whether a patch shape is legal; always enumerated together.
 #: Searchable fields that describe how a config is trained, not the config itself.
-TRAINING_FIELDS = ("precision",)
+TRAINING_FIELDS = ("precision", "memory_format")
 _SHAPE_FIELDS = ("n_blocks", "planar_blocks", "conv_mode")
 # Above this many combinations, validation enumerates each field with the shape fields only,
 # and a sweep samples the space instead of listing its legal configs.
@@ -69,7 +69,7 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
 def build_config(spec: StudySpec, values: dict[str, Any]) -> UNetConfig:
     """Fixed fields plus sampled values; raises ConfigError for illegal combinations.
 
-    Sampled training fields (``precision``) are not part of the config.
+    Sampled training fields (``precision``, ``memory_format``) are not part of the config.
     """
     from unetbench.config import UNetConfig
 
@@ -79,14 +79,19 @@ def build_config(spec: StudySpec, values: dict[str, Any]) -> UNetConfig:
     return UNetConfig(**kwargs)
 
 
-def config_key(config: UNetConfig, precision: str = "fp32") -> str:
-    """Canonical text of a config trained at ``precision``; equal keys mean the same result.
+def config_key(
+    config: UNetConfig, precision: str = "fp32", memory_format: str = "contiguous"
+) -> str:
+    """Canonical text of a config trained at ``precision`` in ``memory_format``; equal keys
+    mean the same result.
 
-    fp32 keys are the config alone, as before precision was a dimension.
+    fp32 contiguous keys are the config alone, as before these were dimensions.
     """
     d = config.to_dict()
     if precision != "fp32":
         d["precision"] = precision
+    if memory_format != "contiguous":
+        d["memory_format"] = memory_format
     return json.dumps(d, sort_keys=True)
 
 
@@ -96,7 +101,11 @@ def values_key(spec: StudySpec, values: dict[str, Any]) -> str | None:
         config = build_config(spec, values)
     except (ConfigError, TypeError, ValueError):
         return None
-    return config_key(config, values.get("precision", spec.precision))
+    return config_key(
+        config,
+        values.get("precision", spec.precision),
+        values.get("memory_format", spec.memory_format),
+    )
 
 
 def legal_values(spec: StudySpec) -> list[dict[str, Any]] | None:

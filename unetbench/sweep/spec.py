@@ -80,6 +80,7 @@ SEARCHABLE = (
     "full_norm",
     "conv_mode",
     "precision",  # not a UNetConfig field: the training precision (fp32, bf16, fp16)
+    "memory_format",  # not a UNetConfig field: contiguous or channels_last
 )
 _TOP_KEYS = {
     "name",
@@ -102,7 +103,7 @@ _TOP_KEYS = {
 _STORAGE_KEYS = {"heartbeat_interval", "grace_period", "connect_timeout", "artifacts"}
 _TRAIN_KEYS = {
     "patch_shape", "batch_size", "steps", "seconds", "lr", "dice_loss", "device", "threads",
-    "precision", "repeats", "eta",
+    "precision", "repeats", "eta", "memory_format",
 }  # fmt: skip
 _CONFIRM_KEYS = {"top", "repeats"}
 _PROFILE_KEYS = {"checkpointing", "options"}
@@ -144,6 +145,7 @@ class StudySpec:
     memory_budget_bytes: int | None = None
     memory_headroom_bytes: int | None = None  # None: 512 MiB on CUDA, 0 on the CPU
     precision: str = "fp32"  # training precision unless searched
+    memory_format: str = "contiguous"  # weights' and inputs' layout unless searched
     checkpointing: tuple[str, ...] = ("none", "blocks")  # or ("auto",)
     profile_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     sampler: str = "nsga2"
@@ -191,6 +193,7 @@ class StudySpec:
         # Fields added later count only when set, so studies run before them still resume.
         for key, default in (
             ("precision", "fp32"),
+            ("memory_format", "contiguous"),
             ("memory_headroom_bytes", None),
             ("repeats", 1),
             ("rungs", ()),
@@ -275,6 +278,9 @@ def _parse(raw: Mapping[str, Any], src: str) -> StudySpec:
         else parse_bytes(budget, f"{src}: memory_budget"),
         memory_headroom_bytes=_headroom(raw, src),
         precision=_precision(train.get("precision", "fp32"), f"{src}: train.precision"),
+        memory_format=_memory_format(
+            train.get("memory_format", "contiguous"), f"{src}: train.memory_format"
+        ),
         checkpointing=as_modes(profile.get("checkpointing", ["none", "blocks"]), src),
         profile_options=dict(profile.get("options", {})),
         objectives=_objectives(as_table(raw, "objectives", src), src),
@@ -362,6 +368,14 @@ def _device(value: object, where: str) -> str:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def _memory_format(value: object, where: str) -> str:
+    from unetbench.model.training import MEMORY_FORMATS
+
+    if value not in MEMORY_FORMATS:
+        raise ConfigError(f"{where} must be one of {list(MEMORY_FORMATS)}, got {value!r}")
+    return str(value)
+
+
 def _threads(train: Mapping[str, Any], src: str) -> int | None:
     return None if "threads" not in train else as_int(train["threads"], f"{src}: train.threads")
 
@@ -388,6 +402,8 @@ def _validate_parts(spec: StudySpec) -> None:
             )
     for value in spec.search.get("precision", ()):
         _precision(value, f"{src}: search.precision choice")
+    for value in spec.search.get("memory_format", ()):
+        _memory_format(value, f"{src}: search.memory_format choice")
     bad = sorted(set(spec.profile_options) - _PROFILE_OPTIONS)
     if bad:
         raise ConfigError(

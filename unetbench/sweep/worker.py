@@ -138,6 +138,19 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _make_current(device: str) -> None:
+    """A worker on ``cuda:N`` makes it its current device, so nothing it runs without a
+    device argument touches another worker's GPU (nothing on the CPU, or without CUDA)."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        from unetbench.devices import make_current
+
+        make_current(device)
+
+
 def sampler_seed(spec: StudySpec, existing: int, offset: int, shared: bool) -> int:
     """The sampler seed of one worker.
 
@@ -180,6 +193,7 @@ def run_worker(
     n_trials = min(n_trials, plan.n_trials)
     if device is not None and device != spec.device:
         spec = dataclasses.replace(spec, device=device)
+    _make_current(spec.device)
     claims = ConfigClaims(storage.storage, spec.name)
     existing = storage.storage.get_n_trials(storage.storage.get_study_id_from_name(spec.name), None)
     seed = sampler_seed(spec, existing, seed_offset, storage.shared or workers > 1)
