@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from unetbench.report.rungs import rung_ladder, with_rungs
 from unetbench.report.stats import config_accuracy
 from unetbench.report.tables import (
     config_columns,
@@ -83,7 +84,10 @@ def restore_choices(frame: pd.DataFrame, search: Mapping[str, Sequence[Any]]) ->
 
 
 def config_table(
-    trials: pd.DataFrame, runs: pd.DataFrame | None, objectives: Sequence[Objective]
+    trials: pd.DataFrame,
+    runs: pd.DataFrame | None,
+    objectives: Sequence[Objective],
+    rungs: Sequence[int] = (),
 ) -> pd.DataFrame:
     """The search trials, one per config, with run metrics replaced by their seed means.
 
@@ -97,10 +101,17 @@ def config_table(
     counted)"), ``<metric>_std``, ``<metric>_ci95_low``/``_high`` for every run metric present,
     and ``on_pareto_front`` (over all objectives, on the means, with timing spreads as ties).
     Without ``runs`` each trial counts as one seed of its own config.
+
+    With successive-halving ``rungs`` (the steps of each rung), promotion trials are the
+    same config trained longer: a config's accuracy is that of its highest rung, with
+    ``<metric>_rung<k>``, ``steps_rung<k>`` and ``top_rung``
+    (:func:`unetbench.report.rungs.with_rungs`), and only configs that reached the top rung
+    can be on the front, as in the sweep.
     """
     search = trials
     if "role" in trials.columns:
-        search = trials[trials["role"].fillna("search").astype(str).ne("confirm")]
+        roles = trials["role"].fillna("search").astype(str)
+        search = trials[~roles.isin(("confirm", "promote"))]
     complete = trial_states(search).eq("COMPLETE")
     described = search[config_columns(search, with_setting=False)].notna().any(axis=1)
     search = search[~is_stopped(search) & (complete | described)]
@@ -115,16 +126,24 @@ def config_table(
     configs = search.assign(config_key=keys).loc[order].drop_duplicates("config_key")
     configs = configs.sort_values("trial_number").reset_index(drop=True)
     metrics = [m for m in RUN_METRICS if m in configs.columns]
+    all_runs = runs
     if runs is None or runs.empty or "config_key" not in runs.columns:
         runs = configs.assign(train_seed=configs.get("train_seed", 0))
     accuracy = config_accuracy(runs, [m for m in metrics if m in runs.columns], BOUNDS)
     keep = [c for c in configs.columns if c not in accuracy.columns or c == "config_key"]
     table = configs[keep].merge(accuracy, on="config_key", how="left")
+    if rungs:
+        ladder = rung_ladder(trials, all_runs, rungs, metrics, table, BOUNDS)
+        wide = ["val_dice", *(o.column for o in objectives if o.column in RUN_METRICS)]
+        table = with_rungs(table, ladder, rungs, metrics, wide)
     table["n_seeds"] = table["n_seeds"].fillna(0).astype(int)
     # A study in which nothing finished (every trial crashed) has no front, and may not
     # even have the objectives' columns: its report is its failures.
-    usable = usable_mask(table).any()
-    table["on_pareto_front"] = pareto_mask(table, objectives) if usable else False
+    # With rungs, the front is judged at the top rung, where the sweep judges it.
+    ranked = table[table["top_rung"].eq(len(rungs) - 1)] if rungs else table
+    table["on_pareto_front"] = False
+    if usable_mask(ranked).any():
+        table.loc[ranked.index, "on_pareto_front"] = pareto_mask(ranked, objectives)
     return _whole_numbers_as_ints(table)
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 from unetbench.report._units import format_cell, scale_for
 from unetbench.report.outcomes import config_outcomes, count_words
 from unetbench.report.render import cell, render_table
+from unetbench.report.rungs_text import rung_summary
 from unetbench.report.stats import CONFIDENCE
 from unetbench.report.tables import STOPPED, is_stopped, timing_notes
 from unetbench.studyinfo import StudyInfo
@@ -49,6 +50,7 @@ def _with_interval(table: pd.DataFrame, metric: str) -> pd.Series:
 def _config_view(table: pd.DataFrame, info: StudyInfo, fields: Sequence[str]) -> pd.DataFrame:
     columns = ["trial_number", *fields, "n_seeds", "run_status"]
     columns += [o.column for o in info.objectives] + ["steps_done", "status", "ties"]
+    columns += [c for c in table.columns if c == "top_rung" or c.startswith("val_dice_rung")]
     view = table[[c for c in dict.fromkeys(columns) if c in table.columns]].copy()
     if (
         "run_status" in view.columns
@@ -145,10 +147,16 @@ def summarize(tables: dict[str, pd.DataFrame], info: StudyInfo) -> str:
     counted = trials[~is_stopped(trials)]
     roles = counted["role"].value_counts().to_dict() if "role" in counted.columns else {}
     role_text = ", ".join(f"{n} {r}" for r, n in roles.items())
+    rungs = "top_rung" in configs.columns
+    of = ""
+    if rungs:
+        top = sum(c.startswith("steps_rung") for c in configs.columns) - 1
+        at_top = int(configs["top_rung"].eq(top).sum())
+        of = f" (over the {at_top} configs at the top rung)"
     lines = [
         f"study {info.name}: {len(configs)} configs in {len(counted)} trials"
         + (f" ({role_text})" if role_text else "")
-        + f"; {len(front)} on the Pareto front of "
+        + f"; {len(front)} on the Pareto front{of} of "
         + ", ".join(f"{o.column} ({o.direction})" for o in info.objectives),
         "configs: " + ", ".join(count_words(config_outcomes(configs))),
     ]
@@ -156,7 +164,9 @@ def summarize(tables: dict[str, pd.DataFrame], info: StudyInfo) -> str:
         trained = int((configs["n_seeds"] > 0).sum())
         runs = int(configs["n_seeds"].sum())
         lines[-1] += f"; {trained} trained ({_plural(runs, 'counted run')})"
-    if "steps_done" in configs.columns and configs["steps_done"].notna().any():
+    if rungs:
+        lines.append(rung_summary(configs))
+    elif "steps_done" in configs.columns and configs["steps_done"].notna().any():
         steps = configs["steps_done"].dropna().astype(int)
         same = steps.nunique() == 1
         lines.append(
@@ -228,10 +238,13 @@ def write_markdown(
     images: list[Path],
     fields: Sequence[str],
     sentences: list[str],
+    notes: Sequence[str] = (),
 ) -> None:
-    """Write ``report.md`` and one ``<table>.md`` per table shown."""
+    """Write ``report.md`` and one ``<table>.md`` per table shown; ``notes`` (lines) follow
+    the plots."""
     parts = [f"# Report: {info.name}", "", "```", summarize(tables, info), "```", ""]
     parts += [f"![{p.stem}]({p.name})" for p in images] + [""]
+    parts += list(notes)
     parts += [f"## {_TITLES['factor_effects']}", "", *sentences, ""]
     for name in ("pareto", "checkpointing", "failures", "stopped", "configs"):
         table = tables[name]

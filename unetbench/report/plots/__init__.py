@@ -13,6 +13,7 @@ from unetbench.report.plots._style import DPI, OKABE_ITO
 from unetbench.report.plots.accuracy import plot_dice_vs_memory
 from unetbench.report.plots.checkpointing import plot_checkpointing
 from unetbench.report.plots.factors import plot_factor_effects
+from unetbench.report.plots.rungs import plot_rung_agreement
 from unetbench.report.plots.throughput import plot_throughput_vs_flops
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "plot_checkpointing",
     "plot_dice_vs_memory",
     "plot_factor_effects",
+    "plot_rung_agreement",
     "plot_throughput_vs_flops",
 ]

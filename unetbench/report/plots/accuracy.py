@@ -33,13 +33,15 @@ def plot_dice_vs_memory(
     objectives: Sequence[Objective],
     memory_budget_bytes: float | None = None,
     dice: str = "val_dice",
+    subset: str = "",
 ) -> Figure:
     """Mean validation Dice (95% CI over seeds) against peak training memory, one point per config.
 
     The step line is the Pareto front of the two plotted axes (computed here); diamonds mark
     ``configs["on_pareto_front"]``, the front over all ``objectives``, which may include
     configs that look dominated in two dimensions. Configs without a Dice or memory value are
-    counted in the title by status ("over budget", "capped", "error").
+    counted in the title by status ("over budget", "capped", "error"). ``subset`` says in the
+    title which configs ``configs`` holds (e.g. those that reached the top rung).
     """
     memory = memory_column(configs)
     directions = {o.column: o.direction for o in objectives}
@@ -164,7 +166,7 @@ def plot_dice_vs_memory(
     ax.set_ylabel(f"{short_name(dice)} (mean over seeds)")
     hidden = status_words(configs.drop(index=shown.index))
     not_shown = f"; not shown: {', '.join(hidden)}" if hidden else ""
-    title = f"Accuracy vs training memory ({len(shown)} configs{not_shown})"
+    title = f"Accuracy vs training memory ({len(shown)} configs{subset}{not_shown})"
     ax.set_title(textwrap.fill(title, 90), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.08, y=0.08)

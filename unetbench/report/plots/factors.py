@@ -24,14 +24,20 @@ __all__ = ["plot_factor_effects"]
 
 
 def plot_factor_effects(
-    levels: pd.DataFrame, differences: pd.DataFrame, objective: str, *, ncols: int = 3
+    levels: pd.DataFrame,
+    differences: pd.DataFrame,
+    objective: str,
+    *,
+    ncols: int = 3,
+    note: str = "",
 ) -> Figure:
     """Mean ``objective`` over the configs of each option (95% CI), one panel per searched field.
 
     ``levels`` comes from ``stats.option_levels``; ``differences`` from
     ``stats.option_differences``; rows of other objectives (by an ``objective`` column) are
     ignored in both. Under each panel: every option's difference to the field's reference
-    option with its interval, and whether that interval excludes 0.
+    option with its interval, and whether that interval excludes 0. ``note`` ends the title
+    (e.g. the rung the effects are computed at).
     """
     # Both tables may stack several objectives, told apart by their ``objective`` column.
     if "objective" in levels.columns:
@@ -56,7 +62,7 @@ def plot_factor_effects(
         ax.set_xlabel(_difference_text(diffs, objective), fontsize=7.5)
     for ax in axes[len(fields) :]:
         ax.set_visible(False)
-    title = f"Effect of each searched field on {ylabel} (mean over configs, 95% CI)"
+    title = f"Effect of each searched field on {ylabel}{note} (mean over configs, 95% CI)"
     # About 11 characters of 11-point text per inch: one panel alone gets two lines.
     if len(title) > width * 11:
         title = title.replace(" (mean over", "\n(mean over")
