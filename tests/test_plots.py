@@ -16,8 +16,10 @@ from unetbench.report.plots import (
     plot_checkpointing,
     plot_dice_vs_memory,
     plot_factor_effects,
+    plot_rung_agreement,
     plot_throughput_vs_flops,
 )
+from unetbench.report.rungs import rank_agreement
 from unetbench.studyinfo import Objective
 
 MIB = 2**20
@@ -371,3 +373,31 @@ def test_checkpointing_time_under_load_has_no_percentage(tmp_path: Path) -> None
         "all 4 configs shown; 1 timed under load: their step time change is not a result"
     )
     save(fig, tmp_path, "checkpointing_under_load")
+
+
+def test_rung_agreement_has_one_panel_per_pair_of_consecutive_rungs(tmp_path: Path) -> None:
+    """Six configs at 40 steps, three promoted to 160 (tau over 3), one to 640 (no tau)."""
+    dice = {0: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 1: {3: 0.5, 4: 0.7, 5: 0.6}, 2: {4: 0.8}}
+    rows = [{"config_key": f"c{i}", "trial_number": i, "rung": 0, "train_steps": 40, "val_dice": v}
+            for i, v in enumerate(dice[0])]  # fmt: skip
+    rows += [{"config_key": f"c{i}", "trial_number": i, "rung": k, "train_steps": 40 * 4**k,
+              "val_dice": v} for k in (1, 2) for i, v in dice[k].items()]  # fmt: skip
+    ladder = pd.DataFrame(rows)
+    agreement = rank_agreement(ladder, (40, 160, 640))
+    fig = plot_rung_agreement(ladder, agreement)
+    first, second = fig.axes
+    low, high = agreement.loc[0, ["tau_ci95_low", "tau_ci95_high"]]
+    assert first.get_title() == (
+        f"40 → 160 steps\ntau = {agreement.loc[0, 'kendall_tau']:.2f} [{low:.2f}, {high:.2f}], "
+        "3 configs"
+    )
+    assert second.get_title() == "160 → 640 steps\ntau not computed (1 config)"
+    points = first.collections[0].get_offsets()
+    assert np.asarray(points).tolist() == [[0.4, 0.5], [0.5, 0.7], [0.6, 0.6]]
+    assert sorted(t.get_text() for t in first.texts) == ["3", "4", "5"]
+    legend = [t.get_text() for t in first.get_legend().get_texts()]
+    assert legend == ["reached both (3)", "not promoted (3)", "same Dice"]
+    ticks = next(line for line in first.lines if line.get_label() == "not promoted (3)")
+    assert list(ticks.get_xdata()) == [0.1, 0.2, 0.3]  # the configs left at 40 steps
+    assert first.get_xlabel() == "val_dice at 40 steps (rung 0)"
+    save(fig, tmp_path, "rung_agreement")
