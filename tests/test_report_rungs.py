@@ -311,3 +311,21 @@ def test_cli_attaches_and_prints_the_dashboard_command(
             r"optuna-dashboard sqlite:///\S+/study.db --artifact-dir \S+/artifacts\n",
             printed,
         )
+
+
+def test_a_study_with_rungs_in_which_every_trial_crashed_still_reports(
+    study: tuple[Path, Any], tmp_path: Path
+) -> None:
+    copy = tmp_path / "fake"
+    shutil.copytree(study[0], copy, ignore=shutil.ignore_patterns("study.db*", "artifacts"))
+    trials = pd.read_parquet(copy / "trials.parquet")
+    trials = trials[trials["role"] == "search"].drop(columns=["val_dice", "val_iou", "train_loss"])
+    trials = trials.assign(trial_state="FAIL", status="error", reason="RuntimeError: boom")
+    trials.to_parquet(copy / "trials.parquet")
+    (copy / "runs.parquet").unlink()
+    tables = build_report(copy, plots=False)
+    assert len(tables["configs"]) == 9 and tables["configs"]["top_rung"].eq(0).all()
+    assert tables["pareto"].empty and tables["rungs"].empty
+    assert tables["rank_agreement"]["note"].eq("0 common configs: tau needs at least 3").all()
+    md = (copy / "report" / "report.md").read_text()
+    assert "computed only over the 0 configs that reached the top rung" in md

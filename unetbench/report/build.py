@@ -12,6 +12,7 @@ artifacts (:mod:`unetbench.report.artifacts`).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,7 @@ def build_report(
     accuracy = [c for c in columns if c in RUN_METRICS]
     noise_runs = runs
     if rungs:  # accuracy's effects at rung 0, the one budget every config trained at
-        trained = trained.assign(**{m: trained[f"{m}_rung0"] for m in accuracy})
+        trained = trained.assign(**{m: trained.get(f"{m}_rung0", math.nan) for m in accuracy})
         noise_runs = None if runs is None else runs[rung_of(runs, len(rungs) - 1).eq(0)]
     # Every searched field, present or not: one that cannot be analysed says why.
     wanted = list(info.searched_fields) or fields

@@ -133,8 +133,10 @@ def rung_ladder(
         part.insert(2, "train_steps", steps)
         parts.append(part)
     ladder = pd.concat(parts, ignore_index=True)
-    if METRIC in ladder.columns:
-        ladder = ladder[pd.to_numeric(ladder[METRIC], errors="coerce").notna()]
+    for m in dict.fromkeys([METRIC, *metrics]):  # a study in which nothing measured Dice
+        if m not in ladder.columns:
+            ladder[m] = math.nan
+    ladder = ladder[pd.to_numeric(ladder[METRIC], errors="coerce").notna()]
     ladder = ladder[ladder["trial_number"].notna()]  # configs the config table knows
     reached = set(zip(ladder["config_key"], ladder["rung"], strict=True))
     pairs = zip(ladder["config_key"], ladder["rung"], strict=True)
@@ -162,7 +164,7 @@ def with_rungs(
     ``steps_rung<k>`` (empty where the config did not reach it).
     """
     out = configs.copy()
-    top_of = ladder.groupby("config_key")["rung"].max() if len(ladder) else pd.Series(dtype=int)
+    top_of = ladder.groupby("config_key")["rung"].max()
     out["top_rung"] = out["config_key"].map(top_of).fillna(0).astype(int)
     highest = ladder.merge(top_of.rename("top").reset_index(), on="config_key")
     highest = highest[highest["rung"].eq(highest["top"])].set_index("config_key")
