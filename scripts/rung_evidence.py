@@ -10,7 +10,8 @@ Prints (a) the training steps of the rung run as a fraction of the full run's (s
 trained: ``steps_done - resumed_steps``); (b) the rung run's best config and front against the
 full run's at the top rung, with the full run's rank of each; (c) Kendall's tau-b
 (scipy.stats.kendalltau) between the Dice at each rung and at the top rung over the full run's
-configs, with a percentile bootstrap 95% interval (configs resampled, 2000 resamples, seed 0);
+configs, with the report's percentile bootstrap 95% interval
+(``unetbench.report.rungs.bootstrap_tau``: configs resampled, 2000 resamples, seed 0);
 and the configs whose rank moves most between the first and the top rung.
 
 Seed noise at the top rung, for judging (b): train given configs of the study with further
@@ -33,8 +34,6 @@ from scipy.stats import kendalltau
 
 OBJECTIVES = (("val_dice", "maximize"), ("peak_mem_train_bytes", "minimize"))
 FACTORS = ("up_mode", "merge_mode", "normalization", "attention")
-RESAMPLES = 2000
-SEED = 0
 
 
 def ladder(folder: Path) -> pd.DataFrame:
@@ -47,9 +46,10 @@ def ladder(folder: Path) -> pd.DataFrame:
     ].copy()
     done["rung"] = done["rung"].fillna(0).astype(int)
     done["config"] = done[list(FACTORS)].astype(str).agg("/".join, axis=1)
-    return done.drop_duplicates(["config_key", "rung"])[
-        ["config_key", "config", "rung", "train_steps", "val_dice", "peak_mem_train_bytes"]
-    ]
+    return done.sort_values("trial_number").drop_duplicates(["config_key", "rung"])[
+        ["trial_number", "config_key", "config", "rung", "train_steps", "val_dice",
+         "peak_mem_train_bytes"]
+    ]  # fmt: skip
 
 
 def steps_trained(folder: Path) -> int:
@@ -69,17 +69,13 @@ def front(frame: pd.DataFrame) -> set[str]:
     return keep
 
 
-def bootstrap_tau(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    tau = float(kendalltau(x, y).statistic)
-    rng = np.random.default_rng(SEED)
-    taus = []
-    for _ in range(RESAMPLES):
-        i = rng.integers(0, len(x), len(x))
-        value = kendalltau(x[i], y[i]).statistic
-        if np.isfinite(value):
-            taus.append(value)
-    low, high = np.percentile(taus, [2.5, 97.5])
-    return tau, float(low), float(high)
+def tau_with_interval(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Kendall's tau-b and the report's bootstrap 95% interval (unetbench.report.rungs)."""
+    from unetbench.report.rungs import RESAMPLES, SEED, bootstrap_tau
+
+    assert (RESAMPLES, SEED) == (2000, 0)  # as the module docstring says
+    low, high, _ = bootstrap_tau(x, y)
+    return float(kendalltau(x, y).statistic), low, high
 
 
 def seed_dice(spec_path: str, config: str, steps: int, seeds: list[int]) -> None:
@@ -155,14 +151,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{mem[c] / 2**20:7.2f} {front_mark:5s} {mark}")  # fmt: skip
 
     print("(c) Kendall tau-b of each rung's Dice with the top rung's, full run, "
-          f"bootstrap 95% ({RESAMPLES} resamples of the configs, seed {SEED}):")  # fmt: skip
-    complete = wide.dropna()
+          "bootstrap 95% (the report's: 2000 resamples of the configs, seed 0):")  # fmt: skip
+    # Configs in the order of their first trial, as the report orders them, so the bootstrap
+    # draws the same resamples and the intervals are the report's.
+    first = full[full["rung"] == 0].set_index("config")["trial_number"]
+    complete = wide.dropna().sort_index(key=lambda index: index.map(first))
     for k in range(top):
-        tau, low, high = bootstrap_tau(complete[k].to_numpy(), complete[top].to_numpy())
+        tau, low, high = tau_with_interval(complete[k].to_numpy(), complete[top].to_numpy())
         print(f"    {rungs[k]:4d} vs {rungs[top]} steps: tau = {tau:.2f} [{low:.2f}, {high:.2f}] "
               f"over {len(complete)} configs")  # fmt: skip
     for k in range(top - 1):
-        tau, low, high = bootstrap_tau(complete[k].to_numpy(), complete[k + 1].to_numpy())
+        tau, low, high = tau_with_interval(complete[k].to_numpy(), complete[k + 1].to_numpy())
         print(f"    {rungs[k]:4d} vs {rungs[k + 1]} steps: tau = {tau:.2f} [{low:.2f}, {high:.2f}]")
     ranks = complete.rank(ascending=False, method="min")
     moved = (ranks[0] - ranks[top]).sort_values(key=abs, ascending=False)
