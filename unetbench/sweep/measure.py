@@ -184,6 +184,8 @@ class TrialMeasure:
             return
         self._trial = trial
         rung = int(trial.user_attrs.get(RUNG, 0))
+        if proposal.role == "confirm":  # confirmations train at the top rung
+            rung = spec.top_rung
         if spec.rungs:
             row["rung"] = rung
         try:

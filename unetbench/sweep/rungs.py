@@ -7,7 +7,10 @@ ranking (:func:`unetbench.ranking.ranked` over the study's objectives, rung ``k`
 the config's measured memory and speed) that no trial trains at rung ``k + 1`` yet. Only if
 there is none does it start a new config at rung 0. No worker waits for a rung to fill
 (asynchronous successive halving, ASHA: Li et al. 2020); the counts of promotions per rung
-end as in synchronous successive halving once every config has finished rung 0.
+are those of synchronous successive halving or more: a config promoted early, when its rung
+had few finished configs, stays promoted even if later configs push it out of the best
+``1/eta`` (measured: 3 configs reached the top rung of an 18-config study where synchronous
+halving keeps 2).
 
 A promotion is a trial with role ``promote``, its rung and the number of the trial it
 continues (``promoted_from``); it trains only the extra steps, from the stored state of that
