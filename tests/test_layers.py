@@ -37,6 +37,12 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "unetbench.config",
             "unetbench.device_names",
             "unetbench.units",
+            "unetbench._lazy",
+            "unetbench._versions",
+            "unetbench.cpus",
+            "unetbench.values",
+            "unetbench.seeds",
+            "unetbench.ranking",
         ),
     ),
     ("model", ("unetbench.model",)),  # the U-Net, its blocks and checkpointing policies
